@@ -1,0 +1,3 @@
+"""Grafana Enterprise's Reporting API for OSS Grafana."""
+
+__version__ = "0.1.0"

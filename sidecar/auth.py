@@ -1,0 +1,278 @@
+"""Who is calling, and may they? Decided by Grafana, with the caller's own credentials.
+
+The algorithm is the contract's §12: the caller's credentials (Authorization, Cookie
+without `renderKey`, the configured JWT header, X-Grafana-Org-Id) go to Grafana verbatim;
+Grafana's 401 is relayed as it is; the identity is read from `/api/user`,
+`/api/org`, `/api/user/orgs` and the RBAC permission map, which together work for users,
+service accounts and (migrated) API keys on Grafana 10, 11 and 12. The sidecar's own
+token is never used here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.cookies import CookieError, SimpleCookie
+from typing import Any, Literal
+
+from sidecar.config import AuthConfig
+from sidecar.errors import AuthenticationFailed, GrafanaError, PermissionDenied
+from sidecar.grafana import Credentials, GrafanaClient, Reply
+
+OrgRole = Literal["Admin", "Editor", "Viewer", "None"]
+
+# Actions only an org Admin holds by default: how a service account's role shows through
+# its permission map (Grafana has no endpoint that tells an SA its own role, contract §2.2).
+_ADMIN_ACTIONS = frozenset(
+    {
+        "org.users:add",
+        "org.users:remove",
+        "org.users:write",
+        "orgs:write",
+        "orgs.preferences:write",
+        "serviceaccounts:create",
+        "serviceaccounts:delete",
+    }
+)
+# fixed:folders:reader (dashboards:read on every folder) is granted to Admin only (§3.3).
+_EVERY_FOLDER = frozenset({"*", "folders:*", "dashboards:*"})
+_EDITOR_ACTIONS = frozenset({"dashboards:create", "dashboards:write", "datasources:explore"})
+_FORWARDED = ("Authorization", "X-Grafana-Org-Id")
+_CACHE_SIZE = 1024
+DASHBOARD_DENIED = "access denied to a report or a dashboard used in the report"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A caller as Grafana knows them, in the org their request runs in."""
+
+    kind: Literal["user", "service_account"]
+    org_id: int
+    role: OrgRole
+    user_id: int
+    login: str
+    credentials: Credentials
+
+    @property
+    def display(self) -> str:
+        """A name for logs and run history (never a credential)."""
+        return self.login or f"{self.kind} in org {self.org_id}"
+
+
+class AccessDenied(PermissionDenied):
+    """An RBAC refusal, answered in Grafana's access-denied shape."""
+
+    def __init__(self, action: str) -> None:
+        self.action = action
+        # Grafana's body carries an "ACE" id to find the refusal in its logs.
+        self.access_error_id = f"ACE{random.randrange(10**10):010d}"  # noqa: S311 - not a secret
+        super().__init__(
+            "You'll need additional permissions to perform this action. "
+            f"Permissions needed: {action}"
+        )
+
+
+def credentials_from(headers: Mapping[str, str], *, jwt_header: str) -> Credentials:
+    """The caller's credentials to forward to Grafana (contract §1.6).
+
+    Origin is never forwarded (Grafana's CSRF check would refuse a cookie call from
+    another origin, §9.2), nor a browser-supplied `renderKey` cookie.
+    """
+    names = (*_FORWARDED, jwt_header) if jwt_header else _FORWARDED
+    forwarded = [(name, headers[name]) for name in names if headers.get(name)]
+    cookie = _without_render_key(headers.get("Cookie", ""))
+    if cookie:
+        forwarded.append(("Cookie", cookie))
+    return Credentials(tuple(forwarded))
+
+
+def _without_render_key(cookie_header: str) -> str:
+    """The Cookie header minus `renderKey` (which would authenticate as a render session)."""
+    if "renderKey" not in cookie_header:
+        return cookie_header
+    try:
+        cookies = SimpleCookie(cookie_header)
+    except CookieError:
+        return ""
+    return "; ".join(
+        f"{name}={morsel.coded_value}" for name, morsel in cookies.items() if name != "renderKey"
+    )
+
+
+class Authorizer:
+    """Identifies callers through Grafana (cached briefly) and decides what they may do."""
+
+    def __init__(
+        self,
+        grafana: GrafanaClient,
+        config: AuthConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._grafana = grafana
+        self._config = config
+        self._clock = clock
+        self._cache: OrderedDict[str, tuple[float, Identity]] = OrderedDict()
+
+    async def identify(self, credentials: Credentials) -> Identity:
+        """Ask Grafana who presents `credentials`; relay its 401 if it does not accept them."""
+        key = _cache_key(credentials)
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] > self._clock():
+            return cached[1]
+        identity = await self._identify(credentials)
+        if self._config.cache_ttl_seconds > 0:
+            self._cache[key] = (self._clock() + self._config.cache_ttl_seconds, identity)
+            self._cache.move_to_end(key)
+            while len(self._cache) > _CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return identity
+
+    def require_send(self, identity: Identity) -> None:
+        """`reports:send`: by default org Admins, like Enterprise (`auth.send_roles`)."""
+        if identity.role not in self._config.send_roles:
+            raise AccessDenied("reports:send")
+
+    async def require_dashboards(self, identity: Identity, uids: Iterable[str]) -> None:
+        """The caller must be able to view every dashboard, asked with their own credentials."""
+        replies = await asyncio.gather(
+            *(
+                self._grafana.as_caller(f"/api/dashboards/uid/{uid}", identity.credentials)
+                for uid in dict.fromkeys(uids)
+            )
+        )
+        for reply in replies:
+            if reply.status == HTTPStatus.OK:
+                continue
+            if reply.status == HTTPStatus.UNAUTHORIZED:
+                raise _relayed(reply)
+            if reply.status in {HTTPStatus.FORBIDDEN, HTTPStatus.NOT_FOUND}:
+                raise PermissionDenied(DASHBOARD_DENIED)
+            raise _unexpected(reply, "/api/dashboards/uid")
+
+    async def _identify(self, credentials: Credentials) -> Identity:
+        """Contract §12 steps 2-5."""
+        permissions, user, org = await asyncio.gather(
+            self._grafana.as_caller("/api/access-control/user/permissions", credentials),
+            self._grafana.as_caller("/api/user", credentials),
+            self._grafana.as_caller("/api/org", credentials),
+        )
+        if permissions.status == HTTPStatus.UNAUTHORIZED:
+            raise _relayed(permissions)
+        if permissions.status != HTTPStatus.OK:
+            raise _unexpected(permissions, "/api/access-control/user/permissions")
+        # Anonymous access passes the permissions call but never /api/user (§12.2).
+        if user.status == HTTPStatus.UNAUTHORIZED:
+            raise _relayed(user)
+        if org.status == HTTPStatus.UNAUTHORIZED:
+            raise _relayed(org)
+        profile = user.json() if user.status == HTTPStatus.OK else {}
+        user_id = _int(profile.get("id")) if isinstance(profile, dict) else 0
+        login = str(profile.get("login", "")) if isinstance(profile, dict) else ""
+        if user.status not in {HTTPStatus.OK, HTTPStatus.FORBIDDEN, HTTPStatus.NOT_FOUND}:
+            raise _unexpected(user, "/api/user")
+        if org.status == HTTPStatus.OK:
+            org_id = _int(org.json().get("id"))
+        elif org.status == HTTPStatus.FORBIDDEN:
+            # Role None (or not a member of the requested org): nothing to send from here.
+            return Identity(
+                kind="user" if user_id > 0 else "service_account",
+                org_id=_requested_org(credentials),
+                role="None",
+                user_id=user_id,
+                login=login,
+                credentials=credentials,
+            )
+        else:
+            raise _unexpected(org, "/api/org")
+        if user_id > 0:
+            role = await self._user_role(credentials, org_id)
+            kind: Literal["user", "service_account"] = "user"
+        else:
+            role = _role_from_permissions(permissions.json())
+            kind = "service_account"
+        return Identity(
+            kind=kind,
+            org_id=org_id,
+            role=role,
+            user_id=user_id,
+            login=login,
+            credentials=credentials,
+        )
+
+    async def _user_role(self, credentials: Credentials, org_id: int) -> OrgRole:
+        """A user's basic role in `org_id`, from `/api/user/orgs`."""
+        reply = await self._grafana.as_caller("/api/user/orgs", credentials)
+        if reply.status == HTTPStatus.UNAUTHORIZED:
+            raise _relayed(reply)
+        if reply.status != HTTPStatus.OK:
+            raise _unexpected(reply, "/api/user/orgs")
+        memberships = reply.json()
+        if not isinstance(memberships, list):
+            raise GrafanaError("/api/user/orgs: expected a JSON list", retryable=False)
+        for membership in memberships:
+            if isinstance(membership, dict) and _int(membership.get("orgId")) == org_id:
+                role = membership.get("role")
+                return role if role in {"Admin", "Editor", "Viewer"} else "None"
+        return "None"
+
+
+def _role_from_permissions(permissions: Any) -> OrgRole:
+    """A service account's basic role as its permission map shows it."""
+    if not isinstance(permissions, dict):
+        raise GrafanaError(
+            "/api/access-control/user/permissions: expected an object", retryable=False
+        )
+    actions = set(permissions)
+    dashboard_scopes = permissions.get("dashboards:read") or []
+    if actions & _ADMIN_ACTIONS or _EVERY_FOLDER.intersection(dashboard_scopes):
+        return "Admin"
+    if actions & _EDITOR_ACTIONS:
+        return "Editor"
+    if "orgs:read" in actions:
+        return "Viewer"
+    return "None"
+
+
+def _relayed(reply: Reply) -> AuthenticationFailed:
+    """Grafana's own 401, to be sent back to the caller unchanged."""
+    return AuthenticationFailed(
+        reply.body,
+        content_type=reply.content_type or "application/json; charset=UTF-8",
+        set_cookies=reply.set_cookies,
+    )
+
+
+def _unexpected(reply: Reply, path: str) -> GrafanaError:
+    """A status the contract does not foresee for `path`."""
+    return GrafanaError(
+        f"Grafana answered {path} with HTTP {reply.status}",
+        retryable=reply.status >= HTTPStatus.INTERNAL_SERVER_ERROR,
+    )
+
+
+def _cache_key(credentials: Credentials) -> str:
+    """A hash, so that no credential is kept as a dictionary key in memory dumps or logs."""
+    digest = hashlib.sha256()
+    for name, value in credentials.headers:
+        digest.update(f"{name.lower()}\0{value}\0".encode())
+    return digest.hexdigest()
+
+
+def _requested_org(credentials: Credentials) -> int:
+    """The org the caller asked for, when Grafana would not tell."""
+    for name, value in credentials.headers:
+        if name == "X-Grafana-Org-Id" and value.strip().isdigit():
+            return int(value)
+    return 0
+
+
+def _int(value: Any) -> int:
+    """Grafana's ids are JSON numbers; anything else counts as 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -1,0 +1,335 @@
+"""The sidecar's configuration: one strict YAML file, environment overrides, `*_file` secrets.
+
+Loaded once by `load_config`, then frozen. Precedence for every scalar key, highest first:
+`SIDECAR_<SECTION>_<KEY>`, the YAML file, (for `smtp` only) Grafana's own `GF_SMTP_*`
+variables, the default. A secret may instead be read from the file named by its
+`<key>_file` twin (Kubernetes Secret mounts). Every problem is reported at once, each line
+starting with the key path (`grafana.url: ...`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from sidecar.errors import ConfigError
+from sidecar.model import Report
+
+DEFAULT_CONFIG_PATH = "sidecar.yaml"
+ENV_PREFIX = "SIDECAR"
+Role = Literal["Viewer", "Editor", "Admin"]
+StartTlsPolicy = Literal["MandatoryStartTLS", "OpportunisticStartTLS", "NoStartTLS"]
+
+
+class Section(BaseModel):
+    """A config section: frozen, and an unknown key is an error that names it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ServerConfig(Section):
+    """Where the sidecar listens."""
+
+    host: str = "0.0.0.0"  # noqa: S104 - a sidecar serves its pod's network by design
+    port: int = Field(default=3001, ge=0, le=65535)
+    shutdown_timeout_seconds: float = Field(default=25.0, gt=0)
+
+
+class GrafanaConfig(Section):
+    """How the sidecar reaches Grafana, and the token it renders with."""
+
+    url: str = "http://127.0.0.1:3000"
+    public_url: str = ""
+    token: SecretStr = SecretStr("")
+    token_file: str = ""
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+    @field_validator("url", "public_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        """Only absolute http(s) URLs; the trailing slash is dropped so paths join cleanly."""
+        if value == "":
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+        return value.rstrip("/")
+
+    @property
+    def link_base(self) -> str:
+        """Grafana as users reach it, for links in emails."""
+        return self.public_url or self.url
+
+
+class AuthConfig(Section):
+    """How callers are identified (always by Grafana) and who may send reports."""
+
+    jwt_header: str = ""
+    cache_ttl_seconds: float = Field(default=10.0, ge=0)
+    # Enterprise grants reports:send to org Admins only; widen here if you want.
+    send_roles: tuple[Role, ...] = ("Admin",)
+
+    @field_validator("send_roles", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        """The environment gives a comma-separated string."""
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+
+class RenderConfig(Section):
+    """How panels are rendered through Grafana's /render API."""
+
+    width: int = Field(default=1000, gt=0, le=10000)
+    height: int = Field(default=500, gt=0, le=10000)
+    scale: float = Field(default=2.0, gt=0, le=10)
+    timeout_seconds: float = Field(default=60.0, gt=0)
+    concurrency: int = Field(default=4, ge=1, le=64)
+    retries: int = Field(default=2, ge=0, le=10)
+    theme: Literal["light", "dark"] = "light"
+
+
+class SmtpConfig(Section):
+    """The SMTP server reports are sent through (Grafana's [smtp] semantics)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=25, ge=1, le=65535)
+    user: str = ""
+    password: SecretStr = SecretStr("")
+    password_file: str = ""
+    from_address: str = "grafana@localhost"
+    from_name: str = "Grafana Reports"
+    starttls_policy: StartTlsPolicy = "OpportunisticStartTLS"
+    skip_verify: bool = False
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+
+class StorageConfig(Section):
+    """Where report state and run history live."""
+
+    url: str = "sqlite:////var/lib/grafana-reporting/reports.db"
+
+    @field_validator("url")
+    @classmethod
+    def _supported(cls, value: str) -> str:
+        """SQLite now; PostgreSQL arrives with the scheduling work."""
+        if not value.startswith("sqlite:///"):
+            raise ValueError(
+                "must be a sqlite:/// URL (sqlite:////abs/path.db or sqlite:///rel.db)"
+            )
+        return value
+
+    @property
+    def sqlite_path(self) -> Path:
+        """The database file: three slashes then the path, so four means absolute."""
+        return Path(self.url.removeprefix("sqlite:///"))
+
+
+class LogConfig(Section):
+    """Logging: one JSON object per line by default, for log collectors."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+
+
+class Config(Section):
+    """The whole configuration."""
+
+    server: ServerConfig = ServerConfig()
+    grafana: GrafanaConfig = GrafanaConfig()
+    auth: AuthConfig = AuthConfig()
+    render: RenderConfig = RenderConfig()
+    smtp: SmtpConfig = SmtpConfig()
+    storage: StorageConfig = StorageConfig()
+    log: LogConfig = LogConfig()
+    reports: tuple[Report, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique_report_ids(self) -> Config:
+        """Ids are the reports' identity in the API: two reports cannot share one."""
+        seen: set[int] = set()
+        for report in self.reports:
+            if report.id in seen:
+                raise ValueError(f"reports: id {report.id} is used twice")
+            seen.add(report.id)
+        return self
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration as plain data, every secret replaced by `***`."""
+        data: dict[str, Any] = json.loads(self.model_dump_json(by_alias=False))
+        for section, key in _SECRETS:
+            if getattr(getattr(self, section), key).get_secret_value():
+                data[section][key] = "***"
+        data["reports"] = [
+            report.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+            for report in self.reports
+        ]
+        return data
+
+
+_SECRETS = (("grafana", "token"), ("smtp", "password"))
+_REPORT_KEYS = {field.alias or name for name, field in Report.model_fields.items()} | {
+    "dashboardId",
+    "dashboardUid",
+    "dashboardName",
+    "templateVars",
+}
+_SECTIONS: dict[str, type[Section]] = {
+    name: field.annotation
+    for name, field in Config.model_fields.items()
+    if isinstance(field.annotation, type) and issubclass(field.annotation, Section)
+}
+# Grafana's [smtp] variables that the sidecar understands, and the key each one feeds.
+_GF_SMTP = {
+    "GF_SMTP_USER": "user",
+    "GF_SMTP_PASSWORD": "password",
+    "GF_SMTP_FROM_ADDRESS": "from_address",
+    "GF_SMTP_FROM_NAME": "from_name",
+    "GF_SMTP_STARTTLS_POLICY": "starttls_policy",
+    "GF_SMTP_SKIP_VERIFY": "skip_verify",
+}
+
+
+def load_config(path: str | Path, environ: Mapping[str, str]) -> Config:
+    """Read `path` (absent file = all defaults only if it is the default path), apply `environ`.
+
+    Raises ConfigError listing every problem, key path first.
+    """
+    raw = _read_yaml(Path(path), required=Path(path) != Path(DEFAULT_CONFIG_PATH))
+    problems = [
+        f"{section}: must be a mapping"
+        for section in _SECTIONS
+        if not isinstance(raw.get(section, {}), dict)
+    ]
+    if problems:
+        raise ConfigError(problems)
+    _apply_grafana_smtp_env(raw, environ)
+    _apply_env(raw, environ)
+    problems.extend(_read_secret_files(raw))
+    problems.extend(_check_report_keys(raw.get("reports")))
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        problems.extend(_describe(error) for error in exc.errors())
+        raise ConfigError(problems) from exc
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def config_path(cli_value: str | None, environ: Mapping[str, str]) -> str:
+    """`--config`, else `$SIDECAR_CONFIG`, else `./sidecar.yaml`."""
+    return cli_value or environ.get("SIDECAR_CONFIG") or DEFAULT_CONFIG_PATH
+
+
+def _read_yaml(path: Path, *, required: bool) -> dict[str, Any]:
+    """Parse the file with `safe_load`; a missing default file means defaults."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        if not required:
+            return {}
+        raise ConfigError([f"{path}: no such file"]) from exc
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot be read ({exc.strerror})"]) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: not valid YAML ({exc})"]) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}: the top level must be a mapping"])
+    return data
+
+
+def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """`SIDECAR_<SECTION>_<KEY>` wins over the file for every scalar key."""
+    for section, model in _SECTIONS.items():
+        for key in model.model_fields:
+            name = f"{ENV_PREFIX}_{section}_{key}".upper()
+            if name in environ:
+                raw.setdefault(section, {})[key] = environ[name]
+
+
+def _apply_grafana_smtp_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """Fill smtp keys the file leaves unset from Grafana's GF_SMTP_* (one Secret for both)."""
+    smtp = raw.setdefault("smtp", {})
+    if not isinstance(smtp, dict):
+        return
+    host_port = environ.get("GF_SMTP_HOST")
+    if host_port and "host" not in smtp:
+        # Grafana's value is always host:port.
+        host, _, port = host_port.rpartition(":")
+        smtp["host"] = host.strip("[]") if host else host_port
+        if port and "port" not in smtp:
+            smtp["port"] = port
+    for variable, key in _GF_SMTP.items():
+        if variable in environ and key not in smtp and f"{key}_file" not in smtp:
+            smtp[key] = environ[variable]
+
+
+def _read_secret_files(raw: dict[str, Any]) -> list[str]:
+    """Replace each secret by the content of its `<key>_file`, if that is set."""
+    problems: list[str] = []
+    for section, key in _SECRETS:
+        values = raw.get(section)
+        if not isinstance(values, dict) or not values.get(f"{key}_file"):
+            continue
+        file_key = f"{section}.{key}_file"
+        if values.get(key):
+            problems.append(f"{file_key}: set only one of {section}.{key} and {file_key}")
+            continue
+        try:
+            values[key] = Path(values[f"{key}_file"]).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            problems.append(f"{file_key}: cannot read {values[f'{key}_file']!r} ({exc.strerror})")
+    return problems
+
+
+def _check_report_keys(reports: Any) -> list[str]:
+    """Provisioned reports: Enterprise's field names only, and a positive numeric id."""
+    if not isinstance(reports, list):
+        return []
+    problems: list[str] = []
+    for index, item in enumerate(reports):
+        if not isinstance(item, dict):
+            continue
+        unknown = sorted(set(item) - _REPORT_KEYS)
+        problems.extend(f"reports[{index}].{key}: unknown key" for key in unknown)
+        report_id = item.get("id")
+        if isinstance(report_id, bool) or not isinstance(report_id, int) or report_id < 1:
+            problems.append(f"reports[{index}].id: a positive integer is required")
+    return problems
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    """One line per pydantic error: dotted key path, then the reason."""
+    path = ""
+    for part in error["loc"]:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    return f"{path}: {message}" if path else message
+
+
+def environ() -> Mapping[str, str]:
+    """The process environment (one place reads it, for `__main__`)."""
+    return os.environ

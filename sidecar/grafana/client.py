@@ -1,0 +1,206 @@
+"""The one Grafana client: every URL, header and JSON shape the sidecar uses.
+
+Two kinds of call, never mixed:
+
+* **as the caller** (`as_caller`): the caller's own credentials, forwarded verbatim, to
+  learn who the caller is and what the caller may see;
+* **as the sidecar** (`dashboard`, `library_panel`, `render`, ...): the sidecar's
+  service-account token, only after the caller's access has been checked.
+
+The session has no cookie jar, so nothing one caller sent can ever ride along on another
+caller's request (or on the sidecar's own).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from sidecar.errors import GrafanaError, NotFound, PermissionDenied
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """The caller's credentials as they go to Grafana (header name, value) pairs."""
+
+    headers: tuple[tuple[str, str], ...]
+
+    def as_dict(self) -> dict[str, str]:
+        """For aiohttp's `headers=`."""
+        return dict(self.headers)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Grafana's answer, kept raw so that a 401 can be relayed byte for byte."""
+
+    status: int
+    body: bytes
+    content_type: str
+    set_cookies: tuple[str, ...] = ()
+
+    def json(self) -> Any:
+        """The body as JSON; a non-JSON body is Grafana misbehaving."""
+        try:
+            return json.loads(self.body)
+        except ValueError as exc:
+            raise GrafanaError(
+                f"Grafana answered {self.status} with a body that is not JSON", retryable=False
+            ) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class PanelPng:
+    """What Grafana's render API answered for one panel (classified by `render.py`)."""
+
+    status: int
+    content_type: str
+    body: bytes
+
+
+class GrafanaClient:
+    """Calls to one Grafana over a shared aiohttp session without a cookie jar."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        base_url: str,
+        token: str,
+        timeout_seconds: float,
+    ) -> None:
+        self._session = session
+        self._base_url = base_url.rstrip("/")
+        self._token = token
+        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+
+    async def as_caller(
+        self, path: str, credentials: Credentials, *, params: Mapping[str, str] | None = None
+    ) -> Reply:
+        """GET `path` with the caller's own credentials (and nothing of the sidecar's)."""
+        return await self._get(path, headers=credentials.as_dict(), params=params)
+
+    async def health(self) -> Reply:
+        """`GET /api/health`: no authentication; tells whether Grafana is up."""
+        return await self._get("/api/health", headers={})
+
+    async def frontend_settings(self, org_id: int) -> Mapping[str, Any]:
+        """`GET /api/frontend/settings` as the sidecar (tells whether a renderer is installed)."""
+        reply = await self._get("/api/frontend/settings", headers=self._own(org_id))
+        return _expect_object(reply, "/api/frontend/settings")
+
+    async def check_token(self, org_id: int) -> Reply:
+        """`GET /api/org` as the sidecar: does Grafana accept the service-account token?"""
+        return await self._get("/api/org", headers=self._own(org_id))
+
+    async def dashboard(self, uid: str, org_id: int) -> Mapping[str, Any]:
+        """`GET /api/dashboards/uid/:uid` as the sidecar: `{"dashboard": ..., "meta": ...}`."""
+        path = f"/api/dashboards/uid/{quote(uid, safe='')}"
+        reply = await self._get(path, headers=self._own(org_id))
+        if reply.status == HTTPStatus.NOT_FOUND:
+            raise NotFound(f"Dashboard {uid} not found")
+        if reply.status == HTTPStatus.FORBIDDEN:
+            raise PermissionDenied(
+                f"The sidecar's service account may not read dashboard {uid}; "
+                "give it the Viewer role (or read access to the dashboard)"
+            )
+        return _expect_object(reply, path)
+
+    async def library_panel(self, uid: str, org_id: int) -> Mapping[str, Any]:
+        """`GET /api/library-elements/:uid` as the sidecar: the panel model."""
+        path = f"/api/library-elements/{quote(uid, safe='')}"
+        reply = await self._get(path, headers=self._own(org_id))
+        if reply.status == HTTPStatus.NOT_FOUND:
+            raise NotFound(f"Library panel {uid} not found")
+        result = _expect_object(reply, path).get("result")
+        model = result.get("model") if isinstance(result, dict) else None
+        if not isinstance(model, dict):
+            raise GrafanaError(f"{path}: the answer has no result.model", retryable=False)
+        return model
+
+    async def render(
+        self,
+        path: str,
+        params: Mapping[str, str | list[str]],
+        *,
+        org_id: int,
+        timeout_seconds: float,
+    ) -> PanelPng:
+        """GET a `/render/...` URL as the sidecar; the caller classifies the answer."""
+        query = [
+            (name, item)
+            for name, value in params.items()
+            for item in ([value] if isinstance(value, str) else value)
+        ]
+        try:
+            async with self._session.get(
+                self._base_url + path,
+                params=query,
+                headers=self._own(org_id),
+                timeout=aiohttp.ClientTimeout(total=timeout_seconds),
+                allow_redirects=False,
+            ) as response:
+                body = await response.read()
+                return PanelPng(response.status, response.content_type, body)
+        except TimeoutError as exc:
+            raise GrafanaError(
+                f"Grafana did not answer the render within {timeout_seconds:g} s", retryable=True
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise GrafanaError(f"Grafana is unreachable ({_reason(exc)})", retryable=True) from exc
+
+    def _own(self, org_id: int) -> dict[str, str]:
+        """The sidecar's own credentials for org `org_id`."""
+        return {"Authorization": f"Bearer {self._token}", "X-Grafana-Org-Id": str(org_id)}
+
+    async def _get(
+        self, path: str, *, headers: Mapping[str, str], params: Mapping[str, str] | None = None
+    ) -> Reply:
+        """One GET with the client's timeout; transport failures become GrafanaError."""
+        try:
+            async with self._session.get(
+                self._base_url + path,
+                headers=headers,
+                params=params,
+                timeout=self._timeout,
+                allow_redirects=False,
+            ) as response:
+                body = await response.read()
+                return Reply(
+                    status=response.status,
+                    body=body,
+                    content_type=response.headers.get("Content-Type", ""),
+                    set_cookies=tuple(response.headers.getall("Set-Cookie", ())),
+                )
+        except TimeoutError as exc:
+            raise GrafanaError(f"Grafana did not answer {path} in time", retryable=True) from exc
+        except aiohttp.ClientError as exc:
+            raise GrafanaError(f"Grafana is unreachable ({_reason(exc)})", retryable=True) from exc
+
+
+def _expect_object(reply: Reply, path: str) -> Mapping[str, Any]:
+    """A 200 with a JSON object, or a GrafanaError that says what came instead."""
+    if reply.status == HTTPStatus.UNAUTHORIZED:
+        raise GrafanaError(
+            "Grafana refused the sidecar's service-account token (grafana.token)", retryable=False
+        )
+    if reply.status != HTTPStatus.OK:
+        raise GrafanaError(
+            f"Grafana answered {path} with HTTP {reply.status}",
+            retryable=reply.status >= HTTPStatus.INTERNAL_SERVER_ERROR,
+        )
+    data = reply.json()
+    if not isinstance(data, dict):
+        raise GrafanaError(f"{path}: expected a JSON object", retryable=False)
+    return data
+
+
+def _reason(exc: aiohttp.ClientError) -> str:
+    """A short, secret-free reason for a transport error."""
+    return type(exc).__name__ if not str(exc) else str(exc)
