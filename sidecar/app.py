@@ -1,0 +1,68 @@
+"""The composition root: `create_app(config)` builds every resource and closes it again.
+
+Resources live in one cleanup context, built in dependency order and closed in reverse:
+the HTTP session to Grafana (no cookie jar: callers' cookies must never be shared), the
+store, then the services that use them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+
+import aiohttp
+from aiohttp import web
+
+from sidecar.api import AUTHORIZER, CONFIG, GRAFANA, ROUTES, SERVICE, STORE, error_middleware
+from sidecar.auth import Authorizer
+from sidecar.config import Config
+from sidecar.grafana import GrafanaClient
+from sidecar.mail import Mailer
+from sidecar.render import PanelRenderer
+from sidecar.service import ReportService
+from sidecar.store import SqliteStore
+
+# Report API bodies are small; Enterprise's logo uploads (3 MB) come with the API work.
+_MAX_BODY_BYTES = 1024 * 1024
+
+
+def create_app(
+    config: Config, *, now: Callable[[], datetime] = lambda: datetime.now(UTC)
+) -> web.Application:
+    """The sidecar as an aiohttp application; resources open on startup, close on cleanup."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=_MAX_BODY_BYTES)
+    app[CONFIG] = config
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        """Open, publish, and finally close everything the handlers use."""
+        async with aiohttp.ClientSession(
+            cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False
+        ) as session:
+            grafana = GrafanaClient(
+                session,
+                base_url=config.grafana.url,
+                token=config.grafana.token.get_secret_value(),
+                timeout_seconds=config.grafana.timeout_seconds,
+            )
+            store = await SqliteStore.open(config.storage.sqlite_path)
+            try:
+                authorizer = Authorizer(grafana, config.auth)
+                app[GRAFANA] = grafana
+                app[STORE] = store
+                app[AUTHORIZER] = authorizer
+                app[SERVICE] = ReportService(
+                    config=config,
+                    grafana=grafana,
+                    authorizer=authorizer,
+                    renderer=PanelRenderer(grafana, config.render),
+                    mailer=Mailer(config.smtp),
+                    store=store,
+                    now=now,
+                )
+                yield
+            finally:
+                await store.close()
+
+    app.cleanup_ctx.append(resources)
+    app.add_routes(ROUTES)
+    return app
