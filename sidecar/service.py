@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sidecar import log
 from sidecar.auth import Authorizer, Identity
 from sidecar.config import Config
-from sidecar.errors import InvalidInput, NotFound, SidecarError
+from sidecar.errors import InvalidInput, NotFound, RenderError, SidecarError
 from sidecar.grafana import GrafanaClient
 from sidecar.layout import (
     DashboardLayout,
@@ -35,7 +35,14 @@ from sidecar.layout import (
 )
 from sidecar.mail import Attachment, DashboardLink, Mailer, compose, parse_addresses, parse_reply_to
 from sidecar.model import Report, ReportDashboard, TimeRange
-from sidecar.pdf import DashboardPdf, PanelImage, PdfReport, SectionTitle, build_pdf
+from sidecar.pdf import (
+    DashboardPdf,
+    InvalidImage,
+    PanelImage,
+    PdfReport,
+    SectionTitle,
+    build_pdf,
+)
 from sidecar.render import PanelRenderer, PanelRequest
 from sidecar.store import RunRecord, SqliteStore
 
@@ -181,9 +188,14 @@ class ReportService:
                 layout=report.options.layout,
                 orientation=report.options.orientation,
                 generated=generated,
+                created=now,
                 grid_width_px=self._config.render.width,
             )
-            content = await asyncio.to_thread(build_pdf, pdf)
+            try:
+                content = await asyncio.to_thread(build_pdf, pdf)
+            except InvalidImage as exc:
+                # Grafana sent something that is not a usable image: a failed render.
+                raise RenderError({title: str(exc)}, retryable=False) from exc
             attachments.append(Attachment(filename=_filename(title), content=content))
         return attachments, [rendered.link for rendered, _ in planned]
 
