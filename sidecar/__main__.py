@@ -7,16 +7,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import email
+import email.policy
 import json
 import sys
+import tempfile
 from collections.abc import Sequence
+from http import HTTPStatus
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from sidecar import __version__
 from sidecar.app import create_app
-from sidecar.config import Config, config_path, environ, load_config
+from sidecar.config import Config, LogConfig, config_path, environ, load_config
 from sidecar.errors import ConfigError, SidecarError
 from sidecar.log import configure_logging
 
@@ -90,15 +96,83 @@ def _serve(config: Config) -> int:
 
 def _demo(out: Path) -> int:
     """`sidecar demo`: the main job, end to end, on this machine alone."""
-    from sidecar.testing.demo import run_demo  # noqa: PLC0415 - test infrastructure, only here
-
+    configure_logging(LogConfig(level="warning", format="text"))
     try:
-        pdf_path, eml_path = asyncio.run(run_demo(out))
-    except SidecarError as exc:
+        raw = asyncio.run(_run_demo())
+        out.mkdir(parents=True, exist_ok=True)
+        eml_path = out / "report.eml"
+        eml_path.write_bytes(raw)
+        pdf_path = out / "report.pdf"
+        message = email.message_from_bytes(raw, policy=email.policy.default)
+        for part in message.iter_attachments():
+            content = part.get_payload(decode=True)
+            if isinstance(content, bytes) and part.get_content_type() == "application/pdf":
+                pdf_path.write_bytes(content)
+    except (SidecarError, OSError) as exc:
         print(f"demo failed: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
         return EXIT_FAILURE
-    print(f"Report sent. PDF: {pdf_path}\nEmail: {eml_path}")  # noqa: T201 - CLI output
+    print(f"Report sent.\n  PDF:   {pdf_path}\n  email: {eml_path}")  # noqa: T201 - CLI output
     return 0
+
+
+async def _run_demo() -> bytes:
+    """Stand-in Grafana + SMTP sink on loopback, the real app between them, one real send.
+
+    Returns the email as the SMTP server received it.
+    """
+    # The stand-ins are test infrastructure: imported only here, never by the service.
+    from sidecar.testing.grafana import GrafanaStandIn  # noqa: PLC0415
+    from sidecar.testing.grafana_standard import STANDARD  # noqa: PLC0415
+    from sidecar.testing.smtp import SmtpSink  # noqa: PLC0415
+
+    grafana = await asyncio.to_thread(GrafanaStandIn.standard)
+    sink = SmtpSink()
+    with tempfile.TemporaryDirectory(prefix="sidecar-demo-") as state:
+        async with grafana.serve() as grafana_url, sink as (smtp_host, smtp_port):
+            config = Config.model_validate(
+                {
+                    "grafana": {"url": grafana_url, "token": STANDARD.sidecar_token},
+                    "smtp": {"host": smtp_host, "port": smtp_port},
+                    "storage": {"url": f"sqlite:///{Path(state) / 'reports.db'}"},
+                    "reports": [DEMO_REPORT],
+                }
+            )
+            runner = web.AppRunner(create_app(config), access_log=None)
+            await runner.setup()
+            try:
+                site = web.TCPSite(runner, "127.0.0.1", 0)
+                await site.start()
+                port = runner.addresses[0][1]
+                async with (
+                    aiohttp.ClientSession() as session,
+                    session.post(
+                        f"http://127.0.0.1:{port}/api/reports/email",
+                        json={"id": str(DEMO_REPORT["id"]), "useEmailsFromReport": True},
+                        auth=aiohttp.BasicAuth(*STANDARD.admin),
+                    ) as response,
+                ):
+                    answer = await response.text()
+            finally:
+                await runner.cleanup()
+    if response.status != HTTPStatus.OK or not sink.messages:
+        raise SidecarError(f"the sidecar answered HTTP {response.status}: {answer}")
+    return sink.messages[-1].raw
+
+
+# The demo's report: the stand-in's demo dashboard (rows, a collapsed row, a repeated
+# panel, a library panel), as an administrator would provision it in sidecar.yaml.
+DEMO_REPORT: dict[str, Any] = {
+    "id": 1,
+    "name": "Demo report",
+    "recipients": "team@example.com; lead@example.com",
+    "replyTo": "grafana-admin@example.com",
+    "message": "Hi,\nplease find attached the demo report.\nBest,",
+    "enableDashboardUrl": True,
+    "options": {"orientation": "landscape", "layout": "grid"},
+    "dashboards": [
+        {"dashboard": {"uid": "sidecar-demo"}, "timeRange": {"from": "now-24h", "to": "now"}}
+    ],
+}
 
 
 if __name__ == "__main__":
