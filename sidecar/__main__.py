@@ -148,7 +148,7 @@ async def _run_demo() -> bytes:
                     session.post(
                         f"http://127.0.0.1:{port}/api/reports/email",
                         json={"id": str(DEMO_REPORT["id"]), "useEmailsFromReport": True},
-                        auth=aiohttp.BasicAuth(*STANDARD.admin),
+                        headers={"Authorization": aiohttp.encode_basic_auth(*STANDARD.admin)},
                     ) as response,
                 ):
                     answer = await response.text()

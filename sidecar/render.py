@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Grafana itself waits the render timeout plus 2 s for its renderer (contract §5.1).
-_GRAFANA_MARGIN_SECONDS = 5.0
+_GRAFANA_MARGIN_SECONDS = 2.0
 _BACKOFF_SECONDS = 0.5
 
 
@@ -129,7 +130,8 @@ class PanelRenderer:
             "scale": f"{self._config.scale:g}",
             "tz": request.timezone,
             "theme": self._config.theme,
-            "timeout": f"{self._config.timeout_seconds:g}",
+            # Grafana parses it with Atoi: whole seconds only, else 400.
+            "timeout": str(max(1, math.ceil(self._config.timeout_seconds))),
         }
         for name, values in request.variables.items():
             params[f"var-{name}"] = list(values)
