@@ -11,6 +11,7 @@ import base64
 import io
 import itertools
 import json
+import math
 import re
 import struct
 from collections.abc import AsyncIterator, Mapping
@@ -23,10 +24,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDictProxy
-from PIL import Image
+from PIL import Image, ImageStat
 
 from sidecar.testing.grafana import PROFILES, STANDARD, GrafanaStandIn, panel_color
-from sidecar.testing.grafana_png import PLACEHOLDER_SIZE
+from sidecar.testing.grafana_png import (
+    PLACEHOLDER_SIZE,
+    PanelPicture,
+    chart_png,
+    solid_png,
+    time_range_text,
+)
 from sidecar.testing.grafana_world import make_sa_token
 
 FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures"
@@ -119,6 +126,24 @@ def decode_png(data: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(data))
     image.load()
     return image
+
+
+def centre_is(image: Image.Image, colour: tuple[int, int, int]) -> bool:
+    """Every pixel of the middle 30% x 30% of `image` is `colour`."""
+    width, height = image.size
+    box = (
+        math.floor(width * 0.35),
+        math.floor(height * 0.35),
+        math.ceil(width * 0.65),
+        math.ceil(height * 0.65),
+    )
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    return image.crop(box).getcolors(1) == [(area, colour)]
+
+
+def is_plain(image: Image.Image, box: tuple[int, int, int, int]) -> bool:
+    """`box` of `image` holds a single colour (nothing is drawn there)."""
+    return image.crop(box).getcolors(1) is not None
 
 
 @pytest.fixture
@@ -663,7 +688,8 @@ async def test_dashboard_body(grafana: Client) -> None:
     assert (meta["canSave"], meta["canEdit"], meta["canStar"]) == (False, False, True)
     assert meta["expires"] == "0001-01-01T00:00:00Z"
     assert "isStarred" not in meta
-    fixture = json.loads((FIXTURES / "dashboards" / "gir-gauge-panels.json").read_text())
+    text = await asyncio.to_thread((FIXTURES / "dashboards" / "gir-gauge-panels.json").read_text)
+    fixture = json.loads(text)
     assert dashboard["panels"] == fixture["panels"]
     assert dashboard["uid"] == "gauge-panels"
     assert isinstance(dashboard["id"], int)
@@ -738,6 +764,149 @@ async def test_render_size_scale_and_colour(grafana: Client) -> None:
     default = decode_png((await grafana.get("/render/d-solo/sidecar-demo?panelId=1", SIDECAR)).body)
     assert default.size == (1000, 500)
     assert default.getpixel((0, 0)) == panel_color("sidecar-demo", "1")
+
+
+CHART_QUERY = "width=200&height=100&from=1717200000000&to=1717286400000&tz=UTC&theme=light"
+
+
+async def test_chart_render_looks_like_a_panel(grafana: Client) -> None:
+    """A render has a title band, a chart band and the solid panel colour in the middle."""
+    path = "/render/d-solo/sidecar-demo/x?panelId=2&width=300&height=120&scale=2&theme=light"
+    reply = await grafana.get(path, SIDECAR)
+    assert png_chunks(reply.body) == ["IHDR", "IDAT", "IEND"]
+    image = decode_png(reply.body)
+    assert (image.mode, image.size) == ("RGB", (600, 240))
+    colour = panel_color("sidecar-demo", 2)
+    assert centre_is(image, colour)
+    assert not is_plain(image, (0, 0, 300, 72))  # the title, top left
+    assert not is_plain(image, (0, 168, 600, 240))  # the chart, bottom
+    corners = [(0, 0), (599, 0), (0, 239), (599, 239)]
+    assert {image.getpixel(corner) for corner in corners} == {colour}
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "scale"),
+    [(1, 1, 1), (10, 10, 1), (301, 157, 1.5), (111, 900, 3), (1600, 900, 2.5)],
+)
+async def test_chart_render_size_and_chunks(
+    grafana: Client, width: int, height: int, scale: float
+) -> None:
+    """Exactly width*scale x height*scale, 8-bit RGB, one IDAT even where Pillow writes several."""
+    path = f"/render/d-solo/open-dash/x?panelId=3&width={width}&height={height}&scale={scale}"
+    reply = await grafana.get(path, SIDECAR)
+    assert png_chunks(reply.body) == ["IHDR", "IDAT", "IEND"]
+    image = decode_png(reply.body)
+    assert (image.mode, image.size) == ("RGB", (round(width * scale), round(height * scale)))
+    assert centre_is(image, panel_color("open-dash", 3))
+
+
+@pytest.mark.parametrize(
+    ("uid", "query", "title"),
+    [
+        ("sidecar-demo", "panelId=2", "Error rate"),
+        ("sidecar-demo", "panelId=8", "Hidden table"),  # inside a collapsed row
+        ("sidecar-demo", "panelId=3", "Shared errors"),  # a library panel
+        ("sidecar-demo", "panelId=4&var-host=beta&var-env=dev", "CPU beta"),  # a repeat clone
+        ("sidecar-demo", "panelId=1&var-env=dev", "Requests (dev)"),
+        ("sidecar-demo", "panelId=1", "Requests (prod)"),  # the dashboard's current value
+        ("sidecar-demo", "panelId=4&var-host=a&var-host=b", "CPU a + b"),
+        ("sidecar-demo", "panelId=99", "Panel 99"),
+        ("no-such-dashboard", "panelId=1", "Panel 1"),
+    ],
+)
+async def test_chart_title_comes_from_the_dashboard(
+    grafana: Client, uid: str, query: str, title: str
+) -> None:
+    """The render is the picture of the panel's title, variables replaced, else `Panel <id>`."""
+    reply = await grafana.get(f"/render/d-solo/{uid}/x?{query}&{CHART_QUERY}", SIDECAR)
+    panel_id = query.split("&", maxsplit=1)[0].removeprefix("panelId=")
+    picture = PanelPicture(
+        uid, panel_id, 200, 100, 1.0, title, "1717200000000", "1717286400000", "UTC", "light"
+    )
+    assert reply.body == await asyncio.to_thread(chart_png, picture)
+
+
+async def test_chart_renders_are_cached(grafana: Client, standin: GrafanaStandIn) -> None:
+    """A repeated render returns the same bytes without drawing; another theme is drawn anew."""
+    path = f"/render/d-solo/sidecar-demo/x?panelId=2&{CHART_QUERY}"
+    first = await grafana.get(path, SIDECAR)
+    drawn = standin.images_drawn
+    again = await grafana.get(path, SIDECAR)
+    assert again.body == first.body
+    assert standin.images_drawn == drawn
+    dark = await grafana.get(path.replace("theme=light", "theme=dark"), SIDECAR)
+    assert standin.images_drawn == drawn + 1
+    assert dark.body != first.body
+
+
+async def test_dark_theme_darkens_text_and_chart(grafana: Client) -> None:
+    """`theme=dark` draws on dark plates; the background stays the panel colour."""
+    path = f"/render/d-solo/sidecar-demo/x?panelId=2&{CHART_QUERY}"
+    light = decode_png((await grafana.get(path, SIDECAR)).body)
+    dark = decode_png((await grafana.get(path.replace("theme=light", "theme=dark"), SIDECAR)).body)
+    colour = panel_color("sidecar-demo", 2)
+    assert centre_is(light, colour)
+    assert centre_is(dark, colour)
+    chart = (10, 75, 190, 90)
+    dark_mean = ImageStat.Stat(dark.crop(chart).convert("L")).mean[0]
+    assert dark_mean < 0.7 * ImageStat.Stat(light.crop(chart).convert("L")).mean[0]
+
+
+async def test_solid_style_is_one_colour() -> None:
+    """`panel_style="solid"` answers exactly the flat PNG of before (benchmarks)."""
+    standin = await asyncio.to_thread(
+        GrafanaStandIn.standard, panel_style="solid", fixtures_dir=FIXTURES / "dashboards"
+    )
+    async with standin.serve() as url, aiohttp.ClientSession(url) as session:
+        path = "/render/d-solo/sidecar-demo/x?panelId=2&width=300&height=120&scale=2"
+        reply = await Client(session).get(path, SIDECAR)
+    assert reply.body == solid_png(600, 240, panel_color("sidecar-demo", 2))
+    with pytest.raises(ValueError, match="panel_style"):
+        GrafanaStandIn(panel_style="flat")  # type: ignore[arg-type]
+
+
+@given(
+    width=st.integers(1, 400),
+    height=st.integers(1, 400),
+    scale=st.sampled_from([1.0, 1.5, 2.0]),
+    title=st.text(max_size=60),
+    theme=st.sampled_from(["light", "dark"]),
+)
+def test_chart_png_keeps_the_centre_solid(
+    width: int, height: int, scale: float, title: str, theme: Any
+) -> None:
+    """Whatever the size and title, the picture is exact in size and solid in the middle."""
+    data = chart_png(
+        PanelPicture("dash", "5", width, height, scale, title, "now-1h", "now", "", theme)
+    )
+    assert png_chunks(data) == ["IHDR", "IDAT", "IEND"]
+    image = decode_png(data)
+    assert (image.mode, image.size) == ("RGB", (width, height))
+    assert centre_is(image, panel_color("dash", 5))
+
+
+@pytest.mark.parametrize(
+    ("time_from", "time_to", "tz", "text"),
+    [
+        ("1717200000000", "1717286400000", "UTC", "2024-06-01 00:00 to 2024-06-02 00:00"),
+        ("1717200000000", "1717221600000", "Europe/Berlin", "2024-06-01 02:00 to 08:00"),
+        ("1717200000000", "1717221600000", "browser", "2024-06-01 00:00 to 06:00"),
+        ("1717200000000", "1717221600000", "Europe", "2024-06-01 00:00 to 06:00"),
+        ("1717200000000", "99999999999999999", "UTC", "2024-06-01 00:00 to 99999999999999999"),
+        ("now-6h", "now", "UTC", "now-6h to now"),
+        ("now-1h", "", "", "now-1h to now"),
+        ("", "", "UTC", ""),
+    ],
+)
+def test_time_range_text(time_from: str, time_to: str, tz: str, text: str) -> None:
+    """Epoch ms shown in the render's zone (UTC when unknown), relative times as sent."""
+    assert time_range_text(time_from, time_to, tz) == text
+
+
+@given(time_from=st.text(max_size=20), time_to=st.text(max_size=20), tz=st.text(max_size=40))
+def test_time_range_text_takes_any_query(time_from: str, time_to: str, tz: str) -> None:
+    """Whatever a request sends as `from`, `to` and `tz`, the picture gets some text."""
+    assert isinstance(time_range_text(time_from, time_to, tz), str)
 
 
 async def test_render_parses_like_grafana(grafana: Client, standin: GrafanaStandIn) -> None:

@@ -29,6 +29,7 @@ Answers are written the way Grafana writes each of them (`grafana_http`): middle
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import hashlib
@@ -38,7 +39,7 @@ import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 from urllib.parse import quote, urlsplit
 
 from aiohttp import web
@@ -66,7 +67,9 @@ from sidecar.testing.grafana_http import (
 )
 from sidecar.testing.grafana_png import (
     RGB,
+    PanelPicture,
     PlaceholderKind,
+    chart_png,
     panel_color,
     placeholder_png,
     solid_png,
@@ -94,6 +97,7 @@ from sidecar.testing.grafana_world import (
 __all__ = ["PROFILES", "STANDARD", "GrafanaStandIn", "RecordedRequest", "panel_color"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PanelStyle = Literal["chart", "solid"]
 
 _ZERO_TIME: Final = "0001-01-01T00:00:00Z"
 _DEFAULT_WIDTH: Final = 1000
@@ -144,6 +148,10 @@ class GrafanaStandIn:
         renderer_installed: a renderer is installed (`rendererAvailable`).
         concurrent_render_limit: `[rendering] concurrent_render_request_limit`.
         render_delay: seconds every render takes (benchmarks).
+        panel_style: what a successful render shows: `chart` a panel-like picture (title,
+            time range, line chart; `grafana_png.chart_png`), `solid` only the panel colour
+            (`solid_png`: cheapest, for benchmarks). Both fill at least the middle 30% x 30%
+            with `panel_color(uid, panel_id)`.
         hide_version: `[auth.anonymous] hide_version` (no version in `/api/health`).
 
     Attributes:
@@ -151,6 +159,7 @@ class GrafanaStandIn:
         render: run-time switches and records of `/render` (`grafana_render.RenderControl`).
         requests: every request received, oldest first.
         database_ok: False makes `/api/health` answer 503 "failing".
+        images_drawn: panel images drawn so far; a render served from the cache adds none.
     """
 
     def __init__(
@@ -166,8 +175,11 @@ class GrafanaStandIn:
         renderer_installed: bool = True,
         concurrent_render_limit: int = 30,
         render_delay: float = 0.0,
+        panel_style: PanelStyle = "chart",
         hide_version: bool = False,
     ) -> None:
+        if panel_style not in {"chart", "solid"}:
+            raise ValueError(f"panel_style must be 'chart' or 'solid', not {panel_style!r}")
         self.profile = PROFILES[profile] if isinstance(profile, str) else profile
         self.world = World()
         self.render = RenderControl(
@@ -175,6 +187,8 @@ class GrafanaStandIn:
         )
         self.requests: list[RecordedRequest] = []
         self.database_ok = True
+        self.images_drawn = 0
+        self.panel_style = panel_style
         self.hide_version = hide_version
         self.csrf_trusted_origins = frozenset(csrf_trusted_origins)
         self.csrf_additional_headers = tuple(csrf_additional_headers)
@@ -185,7 +199,7 @@ class GrafanaStandIn:
             login_cookie=login_cookie_name,
         )
         self._auth = Authenticator(self.world, self.profile, self._settings)
-        self._png_cache: dict[tuple[int, int, RGB], bytes] = {}
+        self._png_cache: dict[tuple[int, int, RGB] | PanelPicture, bytes] = {}
         self._placeholders: dict[tuple[str, str], bytes] = {}
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
@@ -975,8 +989,11 @@ class GrafanaStandIn:
             width, height = round(call.width * call.scale), round(call.height * call.scale)
             if max(width, height) > _MAX_SIDE_PX:
                 return "error", html_error(500, "Rendering failed.")
-            color = panel_color(call.uid, call.panel_id)
-            return "ok", png_response(await self._solid(width, height, color))
+            if self.panel_style == "solid":
+                image = await self._solid(width, height, panel_color(call.uid, call.panel_id))
+            else:
+                image = await self._chart(self._picture(call, width, height))
+            return "ok", png_response(image)
         finally:
             self.render.in_flight -= 1
 
@@ -990,10 +1007,69 @@ class GrafanaStandIn:
             image = await asyncio.to_thread(solid_png, width, height, color)
         else:
             image = solid_png(width, height, color)
+        self._remember(key, image)
+        return image
+
+    async def _chart(self, picture: PanelPicture) -> bytes:
+        """A cached chart-style PNG, always drawn off the event loop (fonts, lines, zlib).
+
+        The picture is the key: it holds everything the image shows, so variables that do
+        not appear in the title, for instance, share one image.
+        """
+        cached = self._png_cache.get(picture)
+        if cached is not None:
+            return cached
+        image = await asyncio.to_thread(chart_png, picture)
+        self._remember(picture, image)
+        return image
+
+    def _remember(self, key: tuple[int, int, RGB] | PanelPicture, image: bytes) -> None:
+        """Cache `image`, dropping the oldest entry when full (bounded memory in long runs)."""
         if len(self._png_cache) >= _PNG_CACHE_ENTRIES:
             self._png_cache.pop(next(iter(self._png_cache)))
         self._png_cache[key] = image
-        return image
+        self.images_drawn += 1
+
+    def _picture(self, call: RenderCall, width: int, height: int) -> PanelPicture:
+        """What a chart-style render of `call` shows, at `width` x `height` pixels."""
+        dashboard = self.world.dashboards.get((call.org_id, call.uid))
+        return PanelPicture(
+            uid=call.uid,
+            panel_id=call.panel_id,
+            width=width,
+            height=height,
+            scale=call.scale,
+            title=self._panel_title(dashboard, call),
+            time_from=call.time_from,
+            time_to=call.time_to,
+            tz=call.tz,
+            # Without `theme` Grafana renders in the default theme, which is dark.
+            theme="light" if call.theme == "light" else "dark",
+        )
+
+    def _panel_title(self, dashboard: Dashboard | None, call: RenderCall) -> str:
+        """The title Grafana shows on the rendered panel, variables replaced.
+
+        The panel is looked up by `panelId` anywhere in the model (collapsed rows too); a
+        library panel takes its element's title. Unknown panels are `Panel <id>`; a whole
+        dashboard (`/render/d`, no `panelId`) shows the dashboard title.
+        """
+        if dashboard is None:
+            return f"Panel {call.panel_id}" if call.panel_id else call.uid
+        if not call.panel_id:
+            return dashboard.title
+        panel = _find_panel(dashboard.model, call.panel_id)
+        if panel is None:
+            return f"Panel {call.panel_id}"
+        title = panel.get("title")
+        reference = panel.get("libraryPanel")
+        if isinstance(reference, dict):
+            element = self.world.library_elements.get((call.org_id, str(reference.get("uid"))))
+            library_title = element.model.get("title") if element is not None else None
+            title = library_title or title or reference.get("name")
+        if not isinstance(title, str) or not title:
+            return f"Panel {call.panel_id}"
+        return _interpolate(title, call.variables, dashboard.model)
 
     async def _placeholder(self, kind: PlaceholderKind, theme: str) -> bytes:
         """A placeholder image, made once per kind and theme."""
@@ -1078,6 +1154,59 @@ def _library_uids(model: Mapping[str, Any]) -> set[str]:
             found.add(reference["uid"])
         stack.extend(panel.get("panels", []))
     return found
+
+
+# `panel-4-clone-1` (a scenes key of a repeat clone) names panel 4.
+_PANEL_KEY: Final = re.compile(r"(?:panel-)?([0-9]{1,12})(?:-clone-[0-9]+)?")
+# `$name`, `${name}`, `${name:format}` and the deprecated `[[name]]`, as in panel titles.
+_VARIABLE: Final = re.compile(r"\$(\w+)|\$\{(\w+)(?::[^}]*)?\}|\[\[(\w+)(?::[^\]]*)?\]\]")
+
+
+def _find_panel(model: Mapping[str, Any], panel_id: str) -> Mapping[str, Any] | None:
+    """The panel `panel_id` of a dashboard model: top level, in rows or in old-style `rows`."""
+    match = _PANEL_KEY.fullmatch(panel_id)
+    if match is None:
+        return None
+    wanted = str(int(match.group(1)))
+    queue: collections.deque[Mapping[str, Any]] = collections.deque(_children(model, "panels"))
+    for row in _children(model, "rows"):
+        queue.extend(_children(row, "panels"))
+    while queue:
+        panel = queue.popleft()
+        if str(panel.get("id")) == wanted:
+            return panel
+        queue.extend(_children(panel, "panels"))
+    return None
+
+
+def _children(parent: Any, key: str) -> list[Mapping[str, Any]]:
+    """The objects in list `parent[key]`; [] when either is not what a dashboard holds."""
+    items = parent.get(key) if isinstance(parent, Mapping) else None
+    return [item for item in items if isinstance(item, Mapping)] if isinstance(items, list) else []
+
+
+def _interpolate(text: str, variables: Mapping[str, list[str]], model: Mapping[str, Any]) -> str:
+    """Replace dashboard variables in `text` with the render's `var-` values.
+
+    A variable the request did not set keeps the dashboard's current value; several values
+    are joined by ` + ` (Grafana's `text` format); unknown names stay as written.
+    """
+    current: dict[str, Any] = {}
+    for variable in _children(model.get("templating"), "list"):
+        selected = variable.get("current")
+        if isinstance(variable.get("name"), str) and isinstance(selected, Mapping):
+            current[variable["name"]] = selected.get("text")
+
+    def value(match: re.Match[str]) -> str:
+        name = next(group for group in match.groups() if group)
+        values: Any = variables[name] if name in variables else current.get(name)
+        if isinstance(values, str):
+            values = [values]
+        if not isinstance(values, list) or not values:
+            return match.group(0)
+        return " + ".join("All" if item == "$__all" else str(item) for item in values)
+
+    return _VARIABLE.sub(value, text)
 
 
 def _full_height(dashboard: Dashboard) -> int:

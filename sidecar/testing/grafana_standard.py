@@ -201,26 +201,28 @@ def demo_dashboard() -> dict[str, Any]:
         "panels": [
             _panel(1, "timeseries", "Requests ($env)", x=0, y=0, w=12, h=8),
             _panel(2, "stat", "Error rate", x=12, y=0, w=12, h=8),
+            # Grafana lays horizontal repeats out from x = 0 on the source's line, so the
+            # repeated panel gets a line of its own, as a dashboard author would give it.
             {
-                "id": 3,
-                "gridPos": {"x": 0, "y": 8, "w": 12, "h": 8},
-                "libraryPanel": {"uid": STANDARD.demo_library_panel, "name": "Shared errors"},
-            },
-            {
-                **_panel(4, "gauge", "CPU $host", x=12, y=8, w=4, h=8),
+                **_panel(4, "gauge", "CPU $host", x=0, y=8, w=8, h=8),
                 "repeat": "host",
                 "repeatDirection": "h",
                 "maxPerRow": 3,
             },
-            {**_panel(5, "row", "Details", x=0, y=16, w=24, h=1), "collapsed": False, "panels": []},
             {
-                **_panel(6, "text", "Notes", x=0, y=17, w=24, h=4),
+                "id": 3,
+                "gridPos": {"x": 0, "y": 16, "w": 24, "h": 8},
+                "libraryPanel": {"uid": STANDARD.demo_library_panel, "name": "Shared errors"},
+            },
+            {**_panel(5, "row", "Details", x=0, y=24, w=24, h=1), "collapsed": False, "panels": []},
+            {
+                **_panel(6, "text", "Notes", x=0, y=25, w=24, h=4),
                 "options": {"mode": "markdown", "content": "Rendered by the Grafana stand-in."},
             },
             {
-                **_panel(7, "row", "Debug", x=0, y=21, w=24, h=1),
+                **_panel(7, "row", "Debug", x=0, y=29, w=24, h=1),
                 "collapsed": True,
-                "panels": [_panel(8, "table", "Hidden table", x=0, y=22, w=24, h=8)],
+                "panels": [_panel(8, "table", "Hidden table", x=0, y=30, w=24, h=8)],
             },
         ],
     }
