@@ -39,6 +39,12 @@ work per channel, so what remains is a valid filtered RGB stream) and the result
 again; an `/SMask` is added only when some pixel is not fully opaque. Anything else (palette,
 16-bit, interlaced, grey with alpha, tRNS, iCCP, not a PNG at all) is decoded by Pillow.
 
+The file is written object by object, not through pypdf's PdfWriter (see "The file"
+below): pages, content streams and image XObjects are formatted as bytes, each image's data
+goes into the output as views of the caller's PNG bytes, and one join at the end makes the
+only copy. Building a report costs a few times what copying its PNG bytes costs
+(bench/pdf_assembly.py).
+
 Text uses the standard Helvetica fonts with WinAnsiEncoding, so nothing is embedded.
 Characters outside Windows-1252 become their closest Latin letter (`ő` -> `o`) or `?`.
 """
@@ -52,18 +58,15 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import IO, Any, cast
+from typing import NamedTuple
 
 from PIL import Image
-from pypdf import PdfWriter
 from pypdf.generic import (
-    ArrayObject,
     DictionaryObject,
     IndirectObject,
     NameObject,
-    NumberObject,
     PdfObject,
-    StreamObject,
+    create_string_object,
 )
 
 from sidecar import __version__
@@ -549,7 +552,7 @@ def _winansi(text: str) -> bytes:
 def _text_width(data: bytes, style: _Style) -> float:
     """Width in points of WinAnsi `data` set in `style`."""
     widths = _FONTS[style.font][2]
-    return sum(widths[byte] for byte in data) * style.size / 1000.0
+    return sum(map(widths.__getitem__, data)) * style.size / 1000.0
 
 
 def _truncate(data: bytes, style: _Style, max_width: float) -> bytes:
@@ -645,12 +648,176 @@ def _header_ops(report: PdfReport, dashboard: DashboardPdf, page: Rect) -> list[
 
 
 # ---------------------------------------------------------------------------------------
+# The file
+#
+# build_pdf writes the file itself instead of going through pypdf's PdfWriter, which copies
+# every page it adds and serialises everything through its generic machinery: that cost
+# 60-80 us per panel, 6-18x the time of copying the panels' bytes (bench/pdf_assembly.py).
+# Objects are written as soon as they are complete, and the xref table records where each
+# one starts. pypdf's generic objects serialise what is the same in every report (catalog,
+# fonts), once, at import, and the text strings of the info dictionary, whose encoding and
+# escaping are its business. Everything else is formatted here as bytes: the objects written
+# once per page or per image have a fixed shape, and pypdf's serialiser, which escapes names
+# character by character, took 25 us for a page dictionary and 45 us for an image's, more
+# than all the rest of the per-panel work together; the page tree, xref table and trailer
+# are the file's skeleton.
+
+_Buffer = bytes | memoryview
+
+# Objects every report has get fixed numbers: the constant ones can then be serialised
+# once, at import, and pages can name the page tree, which is written last, when the pages
+# are known.
+_CATALOG = 1
+_PAGE_TREE = 2
+_INFO = 3
+_FONT_RESOURCES = 4
+_FONT_NUMBERS = {face: _FONT_RESOURCES + 1 + i for i, face in enumerate(_FONTS)}
+_FIRST_FREE = _FONT_RESOURCES + 1 + len(_FONTS)
+
+
+class _PdfFile:
+    """A PDF file being written: its bytes as a list of parts, and where each object starts.
+
+    `add` and `add_stream` write an object under the next free number; `put` writes one
+    of the fixed numbers below `first_free`. `finish` appends the cross-reference table and
+    the trailer and joins the parts once, so image data passed in as views of the caller's
+    PNGs is copied exactly once, into the result.
+    """
+
+    __slots__ = ("_first_free", "_next", "_offsets", "_parts", "_size")
+
+    def __init__(self, version: bytes, first_free: int) -> None:
+        # A comment of bytes above 127 right after the header line tells transfer tools
+        # that the file is binary (ISO 32000-1, 7.5.2).
+        header = b"%PDF-" + version + b"\n%\xe2\xe3\xcf\xd3\n"
+        self._parts: list[_Buffer] = [header]
+        self._size = len(header)
+        self._offsets: dict[int, int] = {}
+        self._first_free = first_free
+        self._next = first_free
+
+    def put(self, number: int, value: bytes) -> None:
+        """Write fixed object `number`, whose value in PDF syntax is `value`.
+
+        Raises:
+            ValueError: `number` is not a fixed number, or is written already.
+        """
+        if number in self._offsets or not 0 < number < self._first_free:
+            raise ValueError(f"object {number} is not a fixed number, or is written already")
+        self._write(number, value, (), 0, b"\nendobj\n")
+
+    def add(self, value: bytes) -> int:
+        """Write `value` (in PDF syntax) under the next free number, and return that number."""
+        number = self._next
+        self._next += 1
+        self._write(number, value, (), 0, b"\nendobj\n")
+        return number
+
+    def add_stream(self, entries: bytes, data: Sequence[_Buffer]) -> int:
+        """Write a stream of already encoded `data`; `entries` are its dictionary's but /Length."""
+        number = self._next
+        self._next += 1
+        length = sum(map(len, data))  # every view is of bytes: len() counts bytes
+        separator = b" " if entries else b""
+        head = b"<< %s%s/Length %d >>\nstream\n" % (entries, separator, length)
+        self._write(number, head, data, length, b"\nendstream\nendobj\n")
+        return number
+
+    def _write(
+        self, number: int, head: bytes, data: Sequence[_Buffer], length: int, tail: bytes
+    ) -> None:
+        """Write object `number` as `head`, the `length` bytes of `data`, and `tail`."""
+        self._offsets[number] = self._size
+        start = b"%d 0 obj\n%s" % (number, head)
+        self._parts.append(start)
+        # Views of the caller's PNGs, kept as they are: the one copy is finish()'s join.
+        self._parts += data
+        self._parts.append(tail)
+        self._size += len(start) + length + len(tail)
+
+    def finish(self, root: int, info: int) -> bytes:
+        """The whole file: the objects written, the xref table and the trailer.
+
+        Raises:
+            ValueError: a fixed object number was never written.
+        """
+        missing = [number for number in range(1, self._next) if number not in self._offsets]
+        if missing:
+            raise ValueError(f"objects {missing} were never written")
+        xref = self._size
+        # Every xref entry is exactly 20 bytes: 10-digit offset, 5-digit generation, "n", EOL.
+        rows = [b"%010d 00000 n \n" % self._offsets[number] for number in range(1, self._next)]
+        trailer = b"trailer\n<< /Size %d /Root %d 0 R /Info %d 0 R >>\n" % (self._next, root, info)
+        self._parts += (b"xref\n0 %d\n0000000000 65535 f \n" % self._next, *rows, trailer)
+        self._parts.append(b"startxref\n%d\n%%%%EOF\n" % xref)
+        return b"".join(self._parts)
+
+
+def _serialised(obj: PdfObject) -> bytes:
+    """`obj` in PDF syntax, written by pypdf."""
+    buffer = io.BytesIO()
+    obj.write_to_stream(buffer)
+    return buffer.getvalue()
+
+
+def _ref(number: int) -> IndirectObject:
+    """A reference to object `number` of the file being written.
+
+    pypdf only needs the document of a reference to resolve it; writing one needs only the
+    number, so there is none.
+    """
+    return IndirectObject(number, 0, None)
+
+
+def _constant_objects() -> dict[int, bytes]:
+    """The catalog, the font resources and the fonts, by number: the same in every report."""
+    objects = {
+        _CATALOG: DictionaryObject(
+            {NameObject("/Type"): NameObject("/Catalog"), NameObject("/Pages"): _ref(_PAGE_TREE)}
+        ),
+        _FONT_RESOURCES: DictionaryObject(
+            {
+                NameObject(resource): _ref(_FONT_NUMBERS[face])
+                for face, (resource, _, _) in _FONTS.items()
+            }
+        ),
+    }
+    for face, (_, base_font, _) in _FONTS.items():
+        objects[_FONT_NUMBERS[face]] = DictionaryObject(
+            {
+                NameObject("/Type"): NameObject("/Font"),
+                NameObject("/Subtype"): NameObject("/Type1"),
+                NameObject("/BaseFont"): NameObject(base_font),
+                NameObject("/Encoding"): NameObject("/WinAnsiEncoding"),
+            }
+        )
+    return {number: _serialised(obj) for number, obj in objects.items()}
+
+
+_CONSTANT_OBJECTS = _constant_objects()
+
+
+def _page_tree(pages: Sequence[int]) -> bytes:
+    """The root of the page tree: every page, in order, as its one level of leaves."""
+    kids = b" ".join(b"%d 0 R" % page for page in pages)
+    return b"<< /Type /Pages /Kids [%s] /Count %d >>" % (kids, len(pages))
+
+
+def _page_object(media_box: bytes, xobjects: Sequence[tuple[bytes, int]], contents: int) -> bytes:
+    """A page dictionary: its size, the shared fonts, its images by name, its content stream."""
+    names = b" ".join(b"%s %d 0 R" % entry for entry in xobjects)
+    return (
+        b"<< /Type /Page /Parent %d 0 R /MediaBox %s"
+        b" /Resources << /Font %d 0 R /XObject << %s >> >> /Contents %d 0 R >>"
+    ) % (_PAGE_TREE, media_box, _FONT_RESOURCES, names, contents)
+
+
+# ---------------------------------------------------------------------------------------
 # Images
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _GREY, _RGB, _RGBA = 0, 2, 6
 _CHANNELS = {_GREY: 1, _RGB: 3, _RGBA: 4}
-_IHDR_LENGTH = 13
 
 # Filtered alpha bytes of a fully opaque image: (first pixel, other pixels) of the first
 # row and of later rows, per PNG filter type. Predictors read 0 outside the image, so every
@@ -665,8 +832,10 @@ _OPAQUE_ALPHA = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class _Png:
+# A NamedTuple rather than a frozen dataclass, here and for `_Embedded`: one is made per
+# panel, and a frozen dataclass takes a microsecond to build, a sixth of the time it takes
+# to copy a 64 KB panel.
+class _Png(NamedTuple):
     """What the direct path needs from a PNG's chunks; `idat` are views into its bytes."""
 
     width: int
@@ -675,204 +844,93 @@ class _Png:
     colour_type: int
     interlaced: bool
     needs_decoding: bool  # tRNS or iCCP: Pillow's path handles transparency and profiles
-    idat: tuple[memoryview, ...]
+    idat: list[memoryview]
+
+
+_CHUNK_HEAD = struct.Struct(">I4s")  # a chunk's data length and type
+_IHDR = struct.Struct(">IIBBBBB")
 
 
 def _parse_png(data: bytes) -> _Png | None:
     """The PNG's header and IDAT chunks, or None when `data` is not a well-formed PNG.
 
-    Chunk CRCs are not checked: the bytes come from the renderer over TCP, and a corrupt
-    stream would only garble that one image in the viewer.
+    A PNG cut short is not well formed: it must end with IEND, and no chunk may run past
+    the end of the data, so that a truncated image data stream is never embedded. Chunk
+    CRCs are not checked: the bytes come from the renderer over TCP, and a corrupt stream
+    would only garble that one image in the viewer.
+
+    Chromium writes IDAT in 4 KB chunks, so the loop runs once per 4 KB of image: it tests
+    for IDAT first, and checks only once, at the end, that no chunk ran past the end (every
+    later chunk would start past it too, which ends the loop).
     """
     if not data.startswith(_PNG_SIGNATURE):
         return None
     view = memoryview(data)
+    size = len(data)
     position = len(_PNG_SIGNATURE)
-    header: tuple[int, ...] | None = None
+    header_at: int | None = None
     idat: list[memoryview] = []
     needs_decoding = False
-    while position + 8 <= len(data):
-        length, kind = struct.unpack_from(">I4s", data, position)
-        start = position + 8
-        end = start + length
-        if end + 4 > len(data):
-            return None
-        if kind == b"IHDR" and length == _IHDR_LENGTH:
-            header = struct.unpack_from(">IIBBBBB", data, start)
-        elif kind == b"IDAT":
-            idat.append(view[start:end])
+    complete = False
+    unpack_head, head_size = _CHUNK_HEAD.unpack_from, _CHUNK_HEAD.size  # looked up once
+    while position + head_size <= size:
+        length, kind = unpack_head(data, position)
+        start = position + head_size
+        position = start + length + 4  # after the CRC
+        if kind == b"IDAT":
+            idat.append(view[start : position - 4])
+        elif kind == b"IHDR" and length == _IHDR.size:
+            header_at = start
         elif kind in {b"tRNS", b"iCCP"}:
             needs_decoding = True
         elif kind == b"IEND":
+            complete = True
             break
-        position = end + 4
-    if header is None or not idat:
+    if not complete or position > size or header_at is None or not idat:
         return None
-    width, height, bit_depth, colour_type, _compression, _filter, interlace = header
+    width, height, bit_depth, colour_type, _compression, _filter, interlace = _IHDR.unpack_from(
+        data, header_at
+    )
     if width == 0 or height == 0:
         return None
-    return _Png(width, height, bit_depth, colour_type, interlace != 0, needs_decoding, tuple(idat))
+    return _Png(width, height, bit_depth, colour_type, interlace != 0, needs_decoding, idat)
 
 
-def _serialised(obj: PdfObject) -> bytes:
-    """`obj` in PDF syntax, as pypdf writes it, faster for the types image dictionaries use.
+class _Embedded(NamedTuple):
+    """An image XObject written to the file: its object number and its size in pixels."""
 
-    pypdf escapes names character by character, which made writing image dictionaries the
-    largest cost after the image bytes themselves; plain alphanumeric names need no escaping.
-    Exact type checks, not isinstance: subclasses (streams, pages) keep pypdf's own writing.
-    """
-    if type(obj) is NameObject:
-        if obj[1:].isascii() and obj[1:].isalnum():
-            return obj.encode("ascii")
-    elif type(obj) is NumberObject:
-        return b"%d" % obj
-    elif type(obj) is IndirectObject:
-        return b"%d %d R" % (obj.idnum, obj.generation)
-    elif type(obj) is DictionaryObject:
-        entries = b"".join(
-            _serialised(key) + b" " + _serialised(value) + b"\n" for key, value in obj.items()
-        )
-        return b"<<\n" + entries + b">>"
-    elif type(obj) is ArrayObject:
-        return b"[" + b" ".join(_serialised(value) for value in obj) + b"]"
-    buffer = io.BytesIO()
-    obj.write_to_stream(buffer)
-    return buffer.getvalue()
-
-
-class _RawStream(StreamObject):
-    """A stream whose (already encoded) data is written from buffers as they are.
-
-    For a directly embedded PNG the parts are views into the caller's PNG bytes, one per
-    IDAT chunk: they are written one after another and never joined, so the only copy made
-    is the PDF output itself.
-    """
-
-    def __init__(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
-        super().__init__()
-        self._parts = tuple(memoryview(part) for part in parts)
-
-    def get_data(self) -> bytes:
-        """The stream's (still encoded) bytes, joined; only for inspection."""
-        return b"".join(self._parts)
-
-    def set_data(self, data: bytes) -> None:
-        """Replace the data with one buffer."""
-        self._parts = (memoryview(data),)
-
-    def write_to_stream(self, stream: IO[Any]) -> None:
-        """Write the dictionary with the right /Length, then the parts."""
-        length = sum(part.nbytes for part in self._parts)
-        stream.write(_serialised(DictionaryObject(self))[:-2] + b"/Length %d\n>>" % length)
-        stream.write(b"\nstream\n")
-        for part in self._parts:
-            stream.write(part)
-        stream.write(b"\nendstream")
-
-
-class _Collector:
-    """The binary file `PdfWriter.write_stream` writes to: it keeps the parts, then joins.
-
-    pypdf writes thousands of small pieces and every image's data; collecting them and
-    joining once makes one exact-size output buffer instead of a growing one copied as it
-    grows, and the image data is copied exactly once, straight from the caller's PNGs.
-    """
-
-    __slots__ = ("_parts", "_size")
-
-    def __init__(self) -> None:
-        self._parts: list[bytes | memoryview] = []
-        self._size = 0
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        """Keep `data`; a mutable buffer is copied, as its owner may change it later."""
-        if isinstance(data, memoryview):
-            size = data.nbytes
-        else:
-            size = len(data)
-            if isinstance(data, bytearray):
-                data = bytes(data)
-        self._parts.append(data)
-        self._size += size
-        return size
-
-    def tell(self) -> int:
-        """Bytes written so far: pypdf records object offsets for the xref table."""
-        return self._size
-
-    def getvalue(self) -> bytes:
-        """Everything written, as one bytes object."""
-        return b"".join(self._parts)
-
-
-@dataclass(frozen=True, slots=True)
-class _Embedded:
-    """An image XObject added to the writer, with its pixel size for fitting."""
-
-    ref: IndirectObject
+    number: int
     width: int
     height: int
 
 
-def _add(writer: PdfWriter, obj: StreamObject | DictionaryObject) -> IndirectObject:
-    """Add an indirect object to the writer.
+def _add_image(
+    file: _PdfFile,
+    data: Sequence[_Buffer],
+    size: tuple[int, int],
+    colour_space: bytes,
+    *,
+    predictor_colours: int | None = None,
+    soft_mask: int | None = None,
+) -> _Embedded:
+    """Write an 8-bit image XObject whose `data` is already Flate-encoded.
 
-    pypdf 7 has no public way to add an object that is not a page or a page's content
-    stream (reference/pdf-performance.md); image XObjects must be indirect, so this uses
-    the private `_add_object`, as pypdf's own helpers do.
+    `predictor_colours` set means the rows are PNG-filtered with that many channels (a
+    PNG's IDAT as it is); `soft_mask` is the object number of the alpha image, if any.
     """
-    return writer._add_object(obj)  # noqa: SLF001
-
-
-_TYPE = NameObject("/Type")
-_SUBTYPE = NameObject("/Subtype")
-_XOBJECT = NameObject("/XObject")
-_IMAGE = NameObject("/Image")
-_WIDTH = NameObject("/Width")
-_HEIGHT = NameObject("/Height")
-_COLOR_SPACE = NameObject("/ColorSpace")
-_BITS = NameObject("/BitsPerComponent")
-_EIGHT = NumberObject(8)
-_FILTER = NameObject("/Filter")
-_FLATE = NameObject("/FlateDecode")
-_DECODE_PARMS = NameObject("/DecodeParms")
-_PREDICTOR = NameObject("/Predictor")
-_PNG_PREDICTOR = NumberObject(15)
-_COLORS = NameObject("/Colors")
-_COLUMNS = NameObject("/Columns")
-_SMASK = NameObject("/SMask")
-
-
-def _image_dict(
-    stream: StreamObject, width: int, height: int, colour_space: PdfObject, colours: int | None
-) -> StreamObject:
-    """Fill in an image XObject's dictionary; `colours` set means a PNG-predicted stream."""
-    stream.update(
-        {
-            _TYPE: _XOBJECT,
-            _SUBTYPE: _IMAGE,
-            _WIDTH: NumberObject(width),
-            _HEIGHT: NumberObject(height),
-            _COLOR_SPACE: colour_space,
-            _BITS: _EIGHT,
-            _FILTER: _FLATE,
-        }
-    )
-    if colours is not None:
-        stream[_DECODE_PARMS] = DictionaryObject(
-            {
-                _PREDICTOR: _PNG_PREDICTOR,
-                _COLORS: NumberObject(colours),
-                _BITS: _EIGHT,
-                _COLUMNS: NumberObject(width),
-            }
+    width, height = size
+    parameters = b""
+    if predictor_colours is not None:
+        parameters = (
+            b" /DecodeParms << /Predictor 15 /Colors %d /BitsPerComponent 8 /Columns %d >>"
+            % (predictor_colours, width)
         )
-    return stream
-
-
-def _stream_of(data: bytes | bytearray) -> StreamObject:
-    """A stream object holding already-encoded `data`, written as is."""
-    return _RawStream((data,))
+    mask = b"" if soft_mask is None else b" /SMask %d 0 R" % soft_mask
+    entries = (
+        b"/Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace %s"
+        b" /BitsPerComponent 8 /Filter /FlateDecode%s%s"
+    ) % (width, height, colour_space, parameters, mask)
+    return _Embedded(file.add_stream(entries, data), width, height)
 
 
 def _split_alpha(raw: bytes, width: int, height: int) -> tuple[bytearray, bytearray, bool] | None:
@@ -911,7 +969,7 @@ def _split_alpha(raw: bytes, width: int, height: int) -> tuple[bytearray, bytear
     return rgb, alpha, opaque
 
 
-def _embed_rgba(writer: PdfWriter, png: _Png) -> _Embedded | None:
+def _embed_rgba(file: _PdfFile, png: _Png) -> _Embedded | None:
     """Inflate an 8-bit RGBA PNG, split off alpha while still filtered, deflate again."""
     expected = png.height * (1 + 4 * png.width)
     inflater = zlib.decompressobj()
@@ -936,43 +994,28 @@ def _embed_rgba(writer: PdfWriter, png: _Png) -> _Embedded | None:
     if split is None:
         return None
     rgb, alpha, opaque = split
-    colour = _image_dict(
-        _stream_of(zlib.compress(rgb, _DEFLATE_LEVEL)),
-        png.width,
-        png.height,
-        NameObject("/DeviceRGB"),
-        3,
-    )
-    del rgb
+    size = (png.width, png.height)
+    mask = None
     if not opaque:
-        mask = _image_dict(
-            _stream_of(zlib.compress(alpha, _DEFLATE_LEVEL)),
-            png.width,
-            png.height,
-            NameObject("/DeviceGray"),
-            1,
-        )
-        colour[_SMASK] = _add(writer, mask)
-    return _Embedded(_add(writer, colour), png.width, png.height)
+        data = zlib.compress(alpha, _DEFLATE_LEVEL)
+        mask = _add_image(file, (data,), size, b"/DeviceGray", predictor_colours=1).number
+    del alpha
+    data = zlib.compress(rgb, _DEFLATE_LEVEL)
+    del rgb
+    return _add_image(file, (data,), size, b"/DeviceRGB", predictor_colours=3, soft_mask=mask)
 
 
-def _embed_direct(writer: PdfWriter, png: _Png) -> _Embedded | None:
+def _embed_direct(file: _PdfFile, png: _Png) -> _Embedded | None:
     """Embed a PNG without decoding it when its format allows, else None."""
     if png.bit_depth != 8 or png.interlaced or png.needs_decoding:  # noqa: PLR2004
         return None
     if png.colour_type == _RGBA:
-        return _embed_rgba(writer, png)
+        return _embed_rgba(file, png)
     if png.colour_type not in {_GREY, _RGB}:
         return None
-    space = "/DeviceGray" if png.colour_type == _GREY else "/DeviceRGB"
-    stream = _image_dict(
-        _RawStream(png.idat),
-        png.width,
-        png.height,
-        NameObject(space),
-        _CHANNELS[png.colour_type],
-    )
-    return _Embedded(_add(writer, stream), png.width, png.height)
+    space = b"/DeviceGray" if png.colour_type == _GREY else b"/DeviceRGB"
+    size = (png.width, png.height)
+    return _add_image(file, png.idat, size, space, predictor_colours=_CHANNELS[png.colour_type])
 
 
 _GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -981,30 +1024,30 @@ _WIDE_GREY_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 _SIXTEEN_BIT_MAX = 65535.0
 
 
-def _icc_colour_space(writer: PdfWriter, profile: object, grey: bool) -> PdfObject:
+def _icc_colour_space(file: _PdfFile, profile: object, grey: bool) -> bytes:
     """An /ICCBased colour space for the image's embedded profile, if it matches its mode."""
+    device = b"/DeviceGray" if grey else b"/DeviceRGB"
     if not isinstance(profile, bytes) or len(profile) < 20:  # noqa: PLR2004 - the ICC header
-        return NameObject("/DeviceGray" if grey else "/DeviceRGB")
+        return device
     expected = b"GRAY" if grey else b"RGB "
     if profile[16:20] != expected:
-        return NameObject("/DeviceGray" if grey else "/DeviceRGB")
-    stream = _stream_of(zlib.compress(profile))
-    stream[NameObject("/N")] = NumberObject(1 if grey else 3)
-    stream[NameObject("/Filter")] = NameObject("/FlateDecode")
-    return ArrayObject([NameObject("/ICCBased"), _add(writer, stream)])
+        return device
+    entries = b"/N %d /Filter /FlateDecode" % (1 if grey else 3)
+    number = file.add_stream(entries, (zlib.compress(profile),))
+    return b"[/ICCBased %d 0 R]" % number
 
 
-def _embed_decoded(writer: PdfWriter, data: bytes, what: str) -> _Embedded:
+def _embed_decoded(file: _PdfFile, data: bytes) -> _Embedded:
     """Decode any image Pillow reads and embed it as 8-bit grey or RGB (+ soft mask)."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
-            return _embed_pillow(writer, image)
+            return _embed_pillow(file, image)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        raise InvalidImage(f"{what}: not a readable image ({error})") from error
+        raise InvalidImage(f"not a readable image ({error})") from error
 
 
-def _embed_pillow(writer: PdfWriter, image: Image.Image) -> _Embedded:
+def _embed_pillow(file: _PdfFile, image: Image.Image) -> _Embedded:
     """Embed a decoded Pillow image."""
     grey = image.mode in _GREY_MODES
     has_alpha = image.mode in _ALPHA_MODES or "transparency" in image.info
@@ -1022,49 +1065,42 @@ def _embed_pillow(writer: PdfWriter, image: Image.Image) -> _Embedded:
         colour = colour.convert("L")
     else:
         colour = image.convert("L" if grey else "RGB")
-    width, height = colour.size
-    stream = _image_dict(
-        _stream_of(zlib.compress(colour.tobytes(), _DEFLATE_LEVEL)),
-        width,
-        height,
-        _icc_colour_space(writer, profile, grey),
-        None,
-    )
+    size = colour.size
+    soft_mask = None
     if mask is not None:
-        soft = _image_dict(
-            _stream_of(zlib.compress(mask.tobytes(), _DEFLATE_LEVEL)),
-            width,
-            height,
-            NameObject("/DeviceGray"),
-            None,
-        )
-        stream[_SMASK] = _add(writer, soft)
-    return _Embedded(_add(writer, stream), width, height)
+        data = zlib.compress(mask.tobytes(), _DEFLATE_LEVEL)
+        soft_mask = _add_image(file, (data,), size, b"/DeviceGray").number
+    colour_space = _icc_colour_space(file, profile, grey)
+    data = zlib.compress(colour.tobytes(), _DEFLATE_LEVEL)
+    return _add_image(file, (data,), size, colour_space, soft_mask=soft_mask)
 
 
-def _embed(writer: PdfWriter, data: bytes, what: str) -> _Embedded:
+def _embed(file: _PdfFile, data: bytes) -> _Embedded:
     """Embed one image: directly when the PNG allows, else through Pillow.
 
     Raises:
-        InvalidImage: neither path can read `data`; the message starts with `what`.
+        InvalidImage: neither path can read `data`; the caller says which image it was.
     """
     png = _parse_png(data)
     if png is not None:
-        embedded = _embed_direct(writer, png)
+        embedded = _embed_direct(file, png)
         if embedded is not None:
             return embedded
-    return _embed_decoded(writer, data, what)
+    return _embed_decoded(file, data)
 
 
 # ---------------------------------------------------------------------------------------
 # Writing
 
 
-def _image_op(name: str, rect: Rect) -> bytes:
-    """Draw XObject `name` filling `rect`."""
-    return (
-        f"q {_num(rect.width)} 0 0 {_num(rect.height)} {_num(rect.x)} {_num(rect.y)} cm {name} Do Q"
-    ).encode()
+def _image_op(name: bytes, rect: Rect) -> bytes:
+    """Draw XObject `name` filling `rect`.
+
+    One format for the whole matrix rather than `_num` for each number, which took a
+    microsecond per panel; trailing zeros only cost a few bytes. The numbers are sizes and
+    positions on the page, never negative, so `-0` cannot come out.
+    """
+    return b"q %.3f 0 0 %.3f %.3f %.3f cm %s Do Q" % (rect.width, rect.height, rect.x, rect.y, name)
 
 
 def _section_op(title: str, rect: Rect) -> bytes:
@@ -1092,35 +1128,51 @@ def _metadata_text(text: str) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
-def _font_resources(writer: PdfWriter) -> IndirectObject:
-    """One /Font resource dictionary with both Helvetica faces, shared by all pages."""
-    fonts = DictionaryObject()
-    for resource, base_font, _ in _FONTS.values():
-        font = DictionaryObject(
-            {
-                NameObject("/Type"): NameObject("/Font"),
-                NameObject("/Subtype"): NameObject("/Type1"),
-                NameObject("/BaseFont"): NameObject(base_font),
-                NameObject("/Encoding"): NameObject("/WinAnsiEncoding"),
-            }
-        )
-        fonts[NameObject(resource)] = _add(writer, font)
-    return _add(writer, fonts)
+def _pdf_text(text: str) -> bytes:
+    """A text string in PDF syntax; pypdf picks the encoding (PDFDocEncoding, else UTF-16)."""
+    return _serialised(create_string_object(text))
+
+
+# The same in every report, so serialised once: pypdf escapes strings character by
+# character, which took longer than the rest of the info dictionary.
+_PRODUCER_AND_CREATOR = b"/Producer %s /Creator %s" % (
+    _pdf_text(f"grafana-reporting-sidecar {__version__}"),
+    _pdf_text("grafana-reporting-sidecar"),
+)
+
+
+def _info(report: PdfReport) -> bytes:
+    """The document information dictionary: title, producer, creator, creation date."""
+    entries = b"/Title %s %s" % (_pdf_text(_metadata_text(report.name)), _PRODUCER_AND_CREATOR)
+    if report.created is not None:
+        entries += b" /CreationDate %s" % _pdf_text(_pdf_date(report.created))
+    return b"<< %s >>" % entries
 
 
 @dataclass(slots=True)
 class _Document:
-    """The writer and what pages share while they are written."""
+    """The file and what pages share while they are written."""
 
     report: PdfReport
-    writer: PdfWriter
-    fonts: IndirectObject
+    file: _PdfFile
     logo: _Embedded | None
     page_count: int
+    media_box: bytes = field(init=False)
+    # The logo sits at the same place on every page: drawn once (empty without a logo).
+    logo_op: bytes = field(init=False)
     # Keyed by the identity of the bytes, so a PNG shared by two items is stored once.
     images: dict[int, _Embedded] = field(default_factory=dict)
     # Every page of a dashboard has the same header: drawn once, by dashboard number.
     headers: dict[int, bytes] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        page_w, page_h = _page_size(self.report.orientation)
+        self.media_box = f"[0 0 {_num(page_w)} {_num(page_h)}]".encode()
+        self.logo_op = b""
+        if self.logo is not None:
+            box = Rect(page_w - MARGIN - _LOGO_MAX_WIDTH, MARGIN, _LOGO_MAX_WIDTH, _FOOTER_HEIGHT)
+            logo_rect = box.fit(self.logo.width, self.logo.height, align_right=True)
+            self.logo_op = _image_op(b"/Logo", logo_rect)
 
     def header(self, number: int) -> bytes:
         """The header operators of dashboard `number`'s pages (empty without a header)."""
@@ -1136,49 +1188,52 @@ class _Document:
         return found
 
     def image(self, panel: PanelImage, dashboard: DashboardPdf) -> _Embedded:
-        """The panel's image XObject, embedded on first use."""
+        """The panel's image XObject, written on first use."""
         found = self.images.get(id(panel.png))
         if found is None:
-            what = f"panel {panel.title!r} of dashboard {dashboard.title!r}"
-            found = _embed(self.writer, panel.png, what)
+            try:
+                found = _embed(self.file, panel.png)
+            except InvalidImage as error:
+                # Named only now: formatting the name for every panel would cost time.
+                where = f"panel {panel.title!r} of dashboard {dashboard.title!r}"
+                raise InvalidImage(f"{where}: {error}") from error
             self.images[id(panel.png)] = found
         return found
 
 
-def _write_page(document: _Document, number: int, plan: _PagePlan) -> None:
-    """Add page `number` (0-based): header, footer, and the planned items."""
+def _write_page(document: _Document, number: int, plan: _PagePlan) -> int:
+    """Write page `number` (0-based): header, footer, and the planned items.
+
+    Returns the page object's number. The images a page shows for the first time are
+    written just before it.
+    """
     report = document.report
-    page_w, page_h = _page_size(report.orientation)
     dashboard = report.dashboards[plan.dashboard]
-    xobjects = DictionaryObject()
-    ops: list[bytes] = []
-    ops.append(document.header(plan.dashboard))
     label = f"Page {number + 1}/{document.page_count}".encode()
-    ops.append(_text_op(label, _PAGE_NUMBER_STYLE, MARGIN, MARGIN + _PAGE_NUMBER_RISE))
+    ops = [
+        document.header(plan.dashboard),
+        _text_op(label, _PAGE_NUMBER_STYLE, MARGIN, MARGIN + _PAGE_NUMBER_RISE),
+    ]
+    xobjects: list[tuple[bytes, int]] = []
     if document.logo is not None:
-        xobjects[NameObject("/Logo")] = document.logo.ref
-        box = Rect(page_w - MARGIN - _LOGO_MAX_WIDTH, MARGIN, _LOGO_MAX_WIDTH, _FOOTER_HEIGHT)
-        logo_rect = box.fit(document.logo.width, document.logo.height, align_right=True)
-        ops.append(_image_op("/Logo", logo_rect))
+        xobjects.append((b"/Logo", document.logo.number))
+        ops.append(document.logo_op)
     for slot, placement in enumerate(plan.placements):
         item = placement.item
         if isinstance(item, SectionTitle):
             ops.append(_section_op(item.title, placement.rect))
             continue
         image = document.image(item, dashboard)
-        name = f"/Im{slot}"
-        xobjects[NameObject(name)] = image.ref
+        name = b"/Im%d" % slot
+        xobjects.append((name, image.number))
         ops.append(_image_op(name, placement.rect.fit(image.width, image.height)))
     if not dashboard.items:
         box = content_box(report, plan.dashboard)
         ops.append(_text_op(b"This dashboard has no panels.", _SMALL_STYLE, box.x, box.top - 10))
-    page = document.writer.add_blank_page(page_w, page_h)
-    page[NameObject("/Resources")] = DictionaryObject(
-        {NameObject("/Font"): document.fonts, NameObject("/XObject"): xobjects}
-    )
     # Left uncompressed: a page's operators are a few hundred bytes, next to the images'
     # hundreds of kilobytes, and compressing them would cost more time than it saves.
-    page[NameObject("/Contents")] = _add(document.writer, _RawStream((b"\n".join(ops),)))
+    contents = document.file.add_stream(b"", (b"\n".join(ops),))
+    return document.file.add(_page_object(document.media_box, xobjects, contents))
 
 
 def build_pdf(report: PdfReport) -> bytes:
@@ -1189,27 +1244,18 @@ def build_pdf(report: PdfReport) -> bytes:
         InvalidImage: a panel's PNG or the logo cannot be read.
     """
     plan = _plan(report)
-    writer = PdfWriter()
-    # Soft masks need PDF 1.4; pypdf starts at 1.3.
-    writer.pdf_header = "%PDF-1.4"
-    document = _Document(
-        report,
-        writer,
-        _font_resources(writer),
-        _embed(writer, report.logo_png, "logo") if report.logo_png else None,
-        len(plan),
-    )
-    for number, page_plan in enumerate(plan):
-        _write_page(document, number, page_plan)
-    metadata = {
-        "/Title": _metadata_text(report.name),
-        "/Producer": f"grafana-reporting-sidecar {__version__}",
-        "/Creator": "grafana-reporting-sidecar",
-    }
-    if report.created is not None:
-        metadata["/CreationDate"] = _pdf_date(report.created)
-    writer.add_metadata(metadata)
-    output = _Collector()
-    # write_stream only calls write() and tell(), which is all _Collector has.
-    writer.write_stream(cast("IO[Any]", output))
-    return output.getvalue()
+    # Soft masks need PDF 1.4.
+    file = _PdfFile(b"1.4", _FIRST_FREE)
+    for number, body in _CONSTANT_OBJECTS.items():
+        file.put(number, body)
+    file.put(_INFO, _info(report))
+    logo = None
+    if report.logo_png:
+        try:
+            logo = _embed(file, report.logo_png)
+        except InvalidImage as error:
+            raise InvalidImage(f"logo: {error}") from error
+    document = _Document(report, file, logo, len(plan))
+    pages = [_write_page(document, number, page_plan) for number, page_plan in enumerate(plan)]
+    file.put(_PAGE_TREE, _page_tree(pages))
+    return file.finish(_CATALOG, _INFO)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import struct
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -901,3 +902,143 @@ def test_placements_stay_inside_and_never_overlap(
         assert sorted(placed) == list(range(len(items)))
     else:
         assert panels <= set(placed)
+
+
+# ---------------------------------------------------------------------------------------
+# File structure, checked byte by byte (build_pdf writes the file itself, not through
+# pypdf's writer)
+
+
+def kitchen_sink_report() -> PdfReport:
+    """Two dashboards with every kind of image the writer handles, a logo and row headers."""
+    opaque_rgba = [
+        b"".join(row[i : i + 3] + b"\xff" for i in range(0, len(row), 3))
+        for row in noise_pixels(5, 9, 3, seed=5)
+    ]
+    translucent = solid_png((10, 200, 30, 100), (30, 20), mode="RGBA")
+    images = [
+        solid_png(COLOURS[0]),
+        solid_png((77,), (40, 20), mode="L"),
+        encode_png(noise_pixels(23, 9, 3, seed=1), 23, 2, idat_size=16),
+        encode_png(opaque_rgba, 5, 6),
+        translucent,
+        *(make() for make, _ in FALLBACKS.values()),
+    ]
+    items: list[PanelImage | SectionTitle] = [SectionTitle("First row", 0)]
+    items += [
+        PanelImage(png, GridPos(12 * (i % 2), 1 + 6 * (i // 2), 12, 6))
+        for i, png in enumerate(images)
+    ]
+    second = DashboardPdf("Second", "r2", [PanelImage(images[0], GridPos(0, 0, 24, 8))])
+    first = DashboardPdf("First", "r1", items, variables="host = a")
+    return PdfReport(
+        "Kitchen (sink) ✓",
+        [first, second],
+        generated="now",
+        logo_png=solid_png((0, 0, 0, 128), mode="RGBA"),
+        created=datetime(2026, 11, 26, 10, 0, tzinfo=UTC),
+    )
+
+
+def xref_table(data: bytes) -> tuple[dict[int, int], int]:
+    """A PDF's object offsets by number, from its one classic xref table, and its /Size.
+
+    Asserts the syntax of the table on the way.
+    """
+    match = re.search(rb"startxref\n(\d+)\n%%EOF\n\Z", data)
+    assert match is not None
+    start = int(match.group(1))
+    header = re.match(rb"xref\n0 (\d+)\n", data[start:])
+    assert header is not None
+    count = int(header.group(1))
+    rows_at = start + header.end()
+    rows = [data[rows_at + 20 * i : rows_at + 20 * (i + 1)] for i in range(count)]
+    assert rows[0] == b"0000000000 65535 f \n"
+    assert all(re.fullmatch(rb"\d{10} 00000 n \n", row) for row in rows[1:])
+    trailer = re.match(rb"trailer\n<<(.*?)>>\n", data[rows_at + 20 * count :], re.DOTALL)
+    assert trailer is not None
+    size = re.search(rb"/Size (\d+)", trailer.group(1))
+    assert size is not None
+    return {number: int(row[:10]) for number, row in enumerate(rows) if number}, int(size[1])
+
+
+def test_xref_offsets_point_at_their_objects() -> None:
+    """Every xref entry is where its object starts; every stream's /Length is exact.
+
+    Most readers trust both (qpdf, PDFium, pypdf): a wrong offset or length would make them
+    fall back to reconstructing the file, or fail.
+    """
+    data = build_pdf(kitchen_sink_report())
+    offsets, size = xref_table(data)
+    assert sorted(offsets) == list(range(1, size))
+    for number, offset in offsets.items():
+        head = re.match(rb"(\d+) 0 obj\n(<<.*?>>)(\nstream\n|\nendobj\n)", data[offset:], re.DOTALL)
+        assert head is not None, number
+        assert int(head.group(1)) == number
+        if head.group(3) == b"\nstream\n":
+            length = re.findall(rb"/Length (\d+) >>\Z", head.group(2))
+            assert len(length) == 1, number
+            end = offset + head.end() + int(length[0])
+            assert data[end:].startswith(b"\nendstream\nendobj\n"), number
+
+
+def test_every_object_reads_strictly(caplog: pytest.LogCaptureFixture) -> None:
+    """The strict reader resolves every object and image without a warning.
+
+    Each page names the page tree as its parent, and the tree counts them all.
+    """
+    data = build_pdf(kitchen_sink_report())
+    with caplog.at_level(logging.WARNING, logger="pypdf"):
+        reader = read(data)
+        _, size = xref_table(data)
+        for number in range(1, size):
+            assert reader.get_object(number) is not None
+        tree = entry(reader.trailer["/Root"], "/Pages")
+        assert entry(tree, "/Count") == len(reader.pages) == len(plan_pages(kitchen_sink_report()))
+        for page in reader.pages:
+            assert entry(page, "/Parent") == tree
+            for image in page.images:
+                assert image.image is not None
+    assert not caplog.records
+    assert reader.pdf_header == "%PDF-1.4"
+
+
+def test_every_page_renders() -> None:
+    """PDFium (Chrome's PDF engine) renders every page of the kitchen-sink report."""
+    data = build_pdf(kitchen_sink_report())
+    pages = list(rendered_pages(data, scale=0.5))
+    assert len(pages) == len(plan_pages(kitchen_sink_report()))
+    for page in pages:
+        colours = page.getcolors(maxcolors=1 << 16)
+        assert colours is None or len(colours) > 1  # not blank
+
+
+def test_the_same_report_gives_the_same_bytes() -> None:
+    """A retried run makes the very same PDF: nothing depends on time or identity."""
+    assert build_pdf(kitchen_sink_report()) == build_pdf(kitchen_sink_report())
+
+
+def test_a_truncated_png_is_never_embedded_truncated() -> None:
+    """The direct path never embeds the partial IDAT stream of a PNG cut short.
+
+    Cut anywhere, the PNG goes to Pillow, which either decodes all of it or refuses it
+    (InvalidImage).
+    """
+    rows = noise_pixels(17, 11, 3, seed=9)
+    png = encode_png(rows, 17, 2, idat_size=40)
+    for cut in range(len(png) - 1, 7, -3):
+        report = report_of([PanelImage(png[:cut], GridPos(0, 0, 12, 8), "cut")])
+        try:
+            data = build_pdf(report)
+        except InvalidImage:
+            continue
+        stream = xobject(read(data))
+        assert "/DecodeParms" not in stream, cut  # not copied through
+        assert stream.get_data() == b"".join(rows), cut
+
+
+def test_unreadable_logo_says_so() -> None:
+    """A logo that is no image raises InvalidImage naming the logo."""
+    report = report_of([PanelImage(TINY, GridPos(0, 0, 6, 4))], logo_png=b"GIF89a?")
+    with pytest.raises(InvalidImage, match=r"^logo: not a readable image"):
+        build_pdf(report)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -78,89 +79,55 @@ class Profile:
     frontend_version_string: bool
 
 
+# Grafana 10.0-10.2; each later profile names only what changed since the one before.
+_G10_0 = Profile(
+    name="g10.0",
+    version="10.0.3",
+    commit="eb8dd72637",
+    user_endpoint="A",
+    missing_dashboard_404=False,
+    user_uid=False,
+    user_is_provisioned=False,
+    api_keys_migrated=False,
+    api_key_create="ok",
+    unknown_sa_token_invalid=False,
+    render_theme_validation=False,
+    permissions_search=False,
+    frontend_version_string=False,
+)
+# Grafana 10.3-11.1 (the live data point of the contract is 10.4.1).
+_G10_3 = dataclasses.replace(
+    _G10_0, name="g10.3", version="10.4.1", commit="d94d597d84", user_endpoint="B", user_uid=True
+)
+# Grafana 11.2: reduced profile for service accounts; API keys still creatable.
+_G11_2 = dataclasses.replace(
+    _G10_3,
+    name="g11.2",
+    version="11.2.0",
+    commit="2a88694fd3",
+    user_endpoint="C",
+    missing_dashboard_404=True,
+    frontend_version_string=True,
+)
+# Grafana 11.3-11.x: API key creation answers 410 Gone.
+_G11_3 = dataclasses.replace(
+    _G11_2, name="g11.3", version="11.3.0", commit="d9455ff7db", api_key_create="gone"
+)
+# Grafana 12.1+: keys migrated to service accounts, /api/auth/keys removed.
+_G12 = dataclasses.replace(
+    _G11_3,
+    name="g12",
+    version="12.1.0",
+    commit="9e5bd6c4e8",
+    user_is_provisioned=True,
+    api_keys_migrated=True,
+    api_key_create="removed",
+    unknown_sa_token_invalid=True,
+    render_theme_validation=True,
+    permissions_search=True,
+)
 PROFILES: Final[Mapping[str, Profile]] = MappingProxyType(
-    {
-        # Grafana 10.0-10.2.
-        "g10.0": Profile(
-            name="g10.0",
-            version="10.0.3",
-            commit="eb8dd72637",
-            user_endpoint="A",
-            missing_dashboard_404=False,
-            user_uid=False,
-            user_is_provisioned=False,
-            api_keys_migrated=False,
-            api_key_create="ok",
-            unknown_sa_token_invalid=False,
-            render_theme_validation=False,
-            permissions_search=False,
-            frontend_version_string=False,
-        ),
-        # Grafana 10.3-11.1 (the live data point of the contract is 10.4.1).
-        "g10.3": Profile(
-            name="g10.3",
-            version="10.4.1",
-            commit="d94d597d84",
-            user_endpoint="B",
-            missing_dashboard_404=False,
-            user_uid=True,
-            user_is_provisioned=False,
-            api_keys_migrated=False,
-            api_key_create="ok",
-            unknown_sa_token_invalid=False,
-            render_theme_validation=False,
-            permissions_search=False,
-            frontend_version_string=False,
-        ),
-        # Grafana 11.2: reduced profile for service accounts; API keys still creatable.
-        "g11.2": Profile(
-            name="g11.2",
-            version="11.2.0",
-            commit="2a88694fd3",
-            user_endpoint="C",
-            missing_dashboard_404=True,
-            user_uid=True,
-            user_is_provisioned=False,
-            api_keys_migrated=False,
-            api_key_create="ok",
-            unknown_sa_token_invalid=False,
-            render_theme_validation=False,
-            permissions_search=False,
-            frontend_version_string=True,
-        ),
-        # Grafana 11.3-11.x: API key creation answers 410 Gone.
-        "g11.3": Profile(
-            name="g11.3",
-            version="11.3.0",
-            commit="d9455ff7db",
-            user_endpoint="C",
-            missing_dashboard_404=True,
-            user_uid=True,
-            user_is_provisioned=False,
-            api_keys_migrated=False,
-            api_key_create="gone",
-            unknown_sa_token_invalid=False,
-            render_theme_validation=False,
-            permissions_search=False,
-            frontend_version_string=True,
-        ),
-        # Grafana 12.1+: keys migrated to service accounts, /api/auth/keys removed.
-        "g12": Profile(
-            name="g12",
-            version="12.1.0",
-            commit="9e5bd6c4e8",
-            user_endpoint="C",
-            missing_dashboard_404=True,
-            user_uid=True,
-            user_is_provisioned=True,
-            api_keys_migrated=True,
-            api_key_create="removed",
-            unknown_sa_token_invalid=True,
-            render_theme_validation=True,
-            permissions_search=True,
-            frontend_version_string=True,
-        ),
-    }
+    {profile.name: profile for profile in (_G10_0, _G10_3, _G11_2, _G11_3, _G12)}
 )
 
 
