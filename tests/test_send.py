@@ -704,3 +704,19 @@ async def test_other_paths_are_grafanas_404(sidecar: Client, method: str, path: 
     response = await sidecar.request(method, path)
     assert response.status == 404
     assert await response.json() == {"message": "Not found"}
+
+
+async def test_reports_of_another_org_need_a_token_of_that_org(
+    sidecar: Client, smtp: SmtpSink
+) -> None:
+    """An org-2 Admin finds org 2's report, but an org-1 token cannot render there: 500 says why."""
+    headers = {**basic(STANDARD.admin), "X-Grafana-Org-Id": "2"}
+    status, body, _ = await send(sidecar, headers, {"id": 5, "useEmailsFromReport": True})
+    assert status == 500
+    assert body["message"] == (
+        "Grafana refused the sidecar's service-account token (grafana.token): "
+        "API key does not belong to the requested organization"
+    )
+    assert smtp.messages == []
+    status, body, _ = await send(sidecar, basic(STANDARD.admin), {"id": 5, "emails": "a@b.co"})
+    assert (status, body) == (404, {"message": "Report not found"})

@@ -24,7 +24,7 @@ async def ready(request: web.Request) -> web.Response:
     except Exception as exc:  # noqa: BLE001 - any store failure means not ready
         problems.append(f"store: {exc}")
     try:
-        reply = await app[GRAFANA].check_token(org_id=1)
+        reply = await app[GRAFANA].check_token()
     except SidecarError as exc:
         problems.append(f"grafana: {exc}")
     else:

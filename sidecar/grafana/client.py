@@ -95,9 +95,9 @@ class GrafanaClient:
         reply = await self._get("/api/frontend/settings", headers=self._own(org_id))
         return _expect_object(reply, "/api/frontend/settings")
 
-    async def check_token(self, org_id: int) -> Reply:
-        """`GET /api/org` as the sidecar: does Grafana accept the service-account token?"""
-        return await self._get("/api/org", headers=self._own(org_id))
+    async def check_token(self) -> Reply:
+        """`GET /api/org` as the sidecar, in the token's own org: is the token accepted?"""
+        return await self._get("/api/org", headers={"Authorization": f"Bearer {self._token}"})
 
     async def dashboard(self, uid: str, org_id: int) -> Mapping[str, Any]:
         """`GET /api/dashboards/uid/:uid` as the sidecar: `{"dashboard": ..., "meta": ...}`."""
@@ -187,9 +187,7 @@ class GrafanaClient:
 def _expect_object(reply: Reply, path: str) -> Mapping[str, Any]:
     """A 200 with a JSON object, or a GrafanaError that says what came instead."""
     if reply.status == HTTPStatus.UNAUTHORIZED:
-        raise GrafanaError(
-            "Grafana refused the sidecar's service-account token (grafana.token)", retryable=False
-        )
+        raise GrafanaError(token_refused(reply), retryable=False)
     if reply.status != HTTPStatus.OK:
         raise GrafanaError(
             f"Grafana answered {path} with HTTP {reply.status}",
@@ -199,6 +197,20 @@ def _expect_object(reply: Reply, path: str) -> Mapping[str, Any]:
     if not isinstance(data, dict):
         raise GrafanaError(f"{path}: expected a JSON object", retryable=False)
     return data
+
+
+def token_refused(reply: Reply) -> str:
+    """Why Grafana refused the sidecar's token, in Grafana's words when it gave them.
+
+    A service-account token works only in its own org: "API key does not belong to the
+    requested organization" means a report of another org.
+    """
+    message = "Grafana refused the sidecar's service-account token (grafana.token)"
+    try:
+        reason = json.loads(reply.body).get("message")
+    except (ValueError, AttributeError):
+        reason = None
+    return f"{message}: {reason}" if isinstance(reason, str) and reason else message
 
 
 def _reason(exc: aiohttp.ClientError) -> str:
