@@ -9,6 +9,7 @@ starting with the key path (`grafana.url: ...`).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from collections.abc import Mapping
@@ -141,6 +142,36 @@ class StorageConfig(Section):
         return Path(self.url.removeprefix("sqlite:///"))
 
 
+class ProxyConfig(Section):
+    """Front-proxy mode: every path the sidecar does not serve goes on to Grafana."""
+
+    enabled: bool = False
+    connect_timeout_seconds: float = Field(default=10.0, gt=0)  # then 502
+    read_timeout_seconds: float = Field(default=300.0, gt=0)  # silence from Grafana, then 504
+    # Peers whose X-Forwarded-* headers are kept and extended (an Ingress, a load
+    # balancer); from anyone else they are replaced. IPs or CIDR networks.
+    trusted_proxies: tuple[str, ...] = ()
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        """The environment gives a comma-separated string."""
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """Each entry must be an IP address or network."""
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return value
+
+
 class LogConfig(Section):
     """Logging: one JSON object per line by default, for log collectors."""
 
@@ -157,6 +188,7 @@ class Config(Section):
     render: RenderConfig = RenderConfig()
     smtp: SmtpConfig = SmtpConfig()
     storage: StorageConfig = StorageConfig()
+    proxy: ProxyConfig = ProxyConfig()
     log: LogConfig = LogConfig()
     reports: tuple[Report, ...] = ()
 
