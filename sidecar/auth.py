@@ -16,12 +16,12 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
 from typing import Any, Literal
 
-from sidecar.config import AuthConfig
+from sidecar.config import REPORTING_ACTIONS, AuthConfig, reporting_action
 from sidecar.errors import AuthenticationFailed, GrafanaError, PermissionDenied
 from sidecar.grafana import Credentials, GrafanaClient, Reply
 
@@ -58,6 +58,9 @@ class Identity:
     user_id: int
     login: str
     credentials: Credentials
+    # Reporting actions Grafana itself grants (none in OSS unless a role adds them), with
+    # their scopes; org roles grant the rest through `auth.permissions`.
+    granted: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def display(self) -> str:
@@ -134,10 +137,32 @@ class Authorizer:
                 self._cache.popitem(last=False)
         return identity
 
-    def require_send(self, identity: Identity) -> None:
-        """`reports:send`: by default org Admins, like Enterprise (`auth.send_roles`)."""
-        if identity.role not in self._config.send_roles:
-            raise AccessDenied("reports:send")
+    def can(self, identity: Identity, action: str, report_id: int | None = None) -> bool:
+        """May `identity` do `action` (on report `report_id`, for scoped actions)?
+
+        An org role listed for the action in `auth.permissions` holds it on every report
+        (scope `reports:*`, Enterprise's default for Admin); a grant from Grafana's own
+        permission map counts with its scopes. Without `report_id`, any grant counts
+        (a list is filtered report by report afterwards).
+        """
+        if identity.role in self._config.roles_for(action):
+            return True
+        scopes = identity.granted.get(action)
+        if scopes is None:
+            return False
+        if (
+            report_id is None
+            or action.startswith("reports.settings:")
+            or action == "reports:create"
+        ):
+            return True
+        wanted = {"*", "reports:*", "reports:id:*", f"reports:id:{report_id}", ""}
+        return not wanted.isdisjoint(scopes)
+
+    def require(self, identity: Identity, action: str, report_id: int | None = None) -> None:
+        """Raise Grafana's access-denied answer unless `can(identity, action, report_id)`."""
+        if not self.can(identity, action, report_id):
+            raise AccessDenied(action)
 
     async def require_dashboards(self, identity: Identity, uids: Iterable[str]) -> None:
         """The caller must be able to view every dashboard, asked with their own credentials."""
@@ -191,11 +216,12 @@ class Authorizer:
             )
         else:
             raise _unexpected(org, "/api/org")
+        granted = permissions.json()
         if user_id > 0:
             role = await self._user_role(credentials, org_id)
             kind: Literal["user", "service_account"] = "user"
         else:
-            role = _role_from_permissions(permissions.json())
+            role = _role_from_permissions(granted)
             kind = "service_account"
         return Identity(
             kind=kind,
@@ -204,6 +230,7 @@ class Authorizer:
             user_id=user_id,
             login=login,
             credentials=credentials,
+            granted=_reporting_grants(granted),
         )
 
     async def _user_role(self, credentials: Credentials, org_id: int) -> OrgRole:
@@ -238,6 +265,18 @@ def _role_from_permissions(permissions: Any) -> OrgRole:
     if "orgs:read" in actions:
         return "Viewer"
     return "None"
+
+
+def _reporting_grants(permissions: Any) -> dict[str, tuple[str, ...]]:
+    """The Reporting actions in Grafana's permission map, under today's names."""
+    if not isinstance(permissions, dict):
+        return {}
+    grants: dict[str, tuple[str, ...]] = {}
+    for name, scopes in permissions.items():
+        action = reporting_action(str(name))
+        if action in REPORTING_ACTIONS and isinstance(scopes, list):
+            grants[action] = (*grants.get(action, ()), *(str(scope) for scope in scopes))
+    return grants
 
 
 def _relayed(reply: Reply) -> AuthenticationFailed:

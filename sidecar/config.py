@@ -77,21 +77,58 @@ class GrafanaConfig(Section):
         return self.public_url or self.url
 
 
+REPORTING_ACTIONS = (
+    "reports:read",
+    "reports:create",
+    "reports:write",
+    "reports:delete",
+    "reports:send",
+    "reports.settings:read",
+    "reports.settings:write",
+)
+
+
+_ADMIN_ONLY: tuple[Role, ...] = ("Admin",)
+
+
+def reporting_action(name: str) -> str:
+    """Today's name of a Reporting action: Grafana 8 called `reports:*` `reports.admin:*`."""
+    return (
+        "reports:" + name.removeprefix("reports.admin:")
+        if name.startswith("reports.admin:")
+        else name
+    )
+
+
 class AuthConfig(Section):
-    """How callers are identified (always by Grafana) and who may send reports."""
+    """How callers are identified (always by Grafana) and who may do what with reports."""
 
     jwt_header: str = ""
     cache_ttl_seconds: float = Field(default=10.0, ge=0)
-    # Enterprise grants reports:send to org Admins only; widen here if you want.
-    send_roles: tuple[Role, ...] = ("Admin",)
+    # Which org roles hold each Reporting action. Enterprise gives them all to Admin only.
+    permissions: dict[str, tuple[Role, ...]] = Field(
+        default_factory=lambda: dict.fromkeys(REPORTING_ACTIONS, _ADMIN_ONLY)
+    )
 
-    @field_validator("send_roles", mode="before")
+    @field_validator("permissions", mode="before")
     @classmethod
-    def _comma_separated(cls, value: Any) -> Any:
-        """The environment gives a comma-separated string."""
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-        return value
+    def _known_actions(cls, value: Any) -> Any:
+        """Listed actions replace the default; old `reports.admin:*` names are accepted."""
+        if not isinstance(value, dict):
+            return value
+        merged: dict[str, Any] = dict.fromkeys(REPORTING_ACTIONS, _ADMIN_ONLY)
+        for name, roles in value.items():
+            action = reporting_action(str(name))
+            if action not in REPORTING_ACTIONS:
+                raise ValueError(
+                    f"{name!r} is not a Reporting action ({', '.join(REPORTING_ACTIONS)})"
+                )
+            merged[action] = [roles] if isinstance(roles, str) else roles
+        return merged
+
+    def roles_for(self, action: str) -> tuple[Role, ...]:
+        """The org roles that hold `action`."""
+        return self.permissions.get(action, ())
 
 
 class RenderConfig(Section):

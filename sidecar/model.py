@@ -21,6 +21,7 @@ Orientation = Literal["landscape", "portrait"]
 Layout = Literal["grid", "simple"]
 Frequency = Literal["once", "hourly", "daily", "weekly", "monthly", "custom", "never", "last"]
 State = Literal["scheduled", "paused", "expired", "draft", "not scheduled"]
+Format = Literal["pdf", "csv", "image", "pdf-tables", "pdf-tables-appendix"]
 
 
 class WireModel(BaseModel):
@@ -197,7 +198,7 @@ class Report(WireModel):
     options: Options = Options()
     enable_dashboard_url: bool = False
     enable_csv: bool = False
-    formats: list[str] = ["pdf"]
+    formats: list[Format] = ["pdf"]
     dashboards: list[ReportDashboard] = []
     scale_factor: int = 0
     state: State = "scheduled"
@@ -233,9 +234,40 @@ class Report(WireModel):
         return value or ["pdf"]
 
     @property
+    def dashboard_uids(self) -> list[str]:
+        """The uids of the report's dashboards, in order."""
+        return [ref.dashboard.uid for ref in self.dashboards]
+
+    @property
     def email_subject(self) -> str:
         """The subject if set, else the report name (Enterprise's rule)."""
         return self.subject or self.name
+
+
+class Branding(WireModel):
+    """Logos and the email footer (Enterprise's `ReportBrandingOptions`)."""
+
+    report_logo_url: str = ""  # an uploaded image's name, or an http(s) URL
+    email_logo_url: str = ""
+    email_footer_mode: str = ""  # "sent-by" shows "Sent by <text>"; "none" or "" nothing
+    email_footer_text: str = ""
+    email_footer_link: str = ""
+
+
+class ReportSettings(WireModel):
+    """An org's report settings (Enterprise's `ReportSettings`); defaults until saved."""
+
+    id: int = 0
+    user_id: int = 0
+    org_id: int = 0
+    branding: Branding = Branding()
+    pdf_theme: str = "light"  # "light", "dark", or the sender's own theme (kept as sent)
+    embedded_image_theme: str = "dark"
+    pdf_header_enabled: bool = True
+    pdf_dashboard_title_enabled: bool = True
+    pdf_time_range_enabled: bool = True
+    footer_items: list[dict[str, Any]] = []
+    footer_font_family: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,7 +59,8 @@ def test_unknown_keys_are_rejected_with_their_path(tmp_path: Path) -> None:
         ("grafana:\n  url: ftp://x\n", "grafana.url: must be an http:// or https:// URL"),
         ("render:\n  theme: blue\n", "render.theme: Input should be 'light' or 'dark'"),
         ("smtp:\n  starttls_policy: Always\n", "smtp.starttls_policy: Input should be"),
-        ("auth:\n  send_roles: [Owner]\n", "auth.send_roles[0]: Input should be"),
+        ("auth:\n  permissions: {reports:send: [Owner]}\n", "auth.permissions.reports:send[0]"),
+        ("auth:\n  permissions: {reports:fly: [Admin]}\n", "is not a Reporting action"),
         ("storage:\n  url: mysql://x\n", "storage.url: must be a sqlite:/// URL"),
         ("reports:\n  - {name: a}\n", "reports[0].id: a positive integer is required"),
         ("reports:\n  - {id: 1, nmae: a}\n", "reports[0].nmae: unknown key"),
@@ -84,13 +85,11 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
             "SIDECAR_GRAFANA_URL": "http://env:3000/",
             "SIDECAR_RENDER_CONCURRENCY": "7",
             "SIDECAR_SMTP_SKIP_VERIFY": "true",
-            "SIDECAR_AUTH_SEND_ROLES": "Admin, Editor",
         },
     )
     assert config.grafana.url == "http://env:3000"
     assert config.render.concurrency == 7
     assert config.smtp.skip_verify is True
-    assert config.auth.send_roles == ("Admin", "Editor")
 
 
 def test_bad_environment_value_names_the_key(tmp_path: Path) -> None:

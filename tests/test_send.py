@@ -146,11 +146,11 @@ async def test_non_admins_may_not_send(
     assert grafana.render.calls == []
 
 
-async def test_send_roles_widen_who_may_send(
+async def test_permissions_widen_who_may_send(
     start_sidecar: SidecarFactory, grafana: GrafanaStandIn, smtp: SmtpSink
 ) -> None:
-    """auth.send_roles: [Admin, Editor] lets an Editor (who can view the dashboard) send."""
-    sidecar = await start_sidecar(auth={"send_roles": ["Admin", "Editor"]})
+    """auth.permissions can give reports:send to Editors (who can view the dashboard)."""
+    sidecar = await start_sidecar(auth={"permissions": {"reports:send": ["Admin", "Editor"]}})
     status, body, _ = await send(sidecar, basic(STANDARD.editor))
     assert (status, body) == (200, {"message": "Report was sent"})
     status, _, _ = await send(sidecar, basic(STANDARD.viewer))
@@ -318,7 +318,9 @@ async def test_caller_must_see_every_dashboard_before_anything_renders(
     start_sidecar: SidecarFactory, grafana: GrafanaStandIn, smtp: SmtpSink
 ) -> None:
     """A sender who cannot view one dashboard gets 403 and the sidecar's token is never used."""
-    sidecar = await start_sidecar(auth={"send_roles": ["Viewer", "Editor", "Admin"]})
+    sidecar = await start_sidecar(
+        auth={"permissions": {"reports:send": ["Viewer", "Editor", "Admin"]}}
+    )
     grafana.clear_requests()
     status, body, _ = await send(
         sidecar, basic(STANDARD.restricted), {"id": "3", "useEmailsFromReport": True}

@@ -96,9 +96,11 @@ async def send_report(request: web.Request) -> web.Response:
     come from its middleware, before the body is read (400).
     """
     identity = await identify(request)
-    request.app[AUTHORIZER].require_send(identity)
+    authorizer = request.app[AUTHORIZER]
+    authorizer.require(identity, "reports:send")
     body = parse(SendRequest, await json_body(request))
     if body.id < 1:
         raise NotFound("Report not found")
+    authorizer.require(identity, "reports:send", body.id)
     await request.app[SERVICE].send_now(identity, body.id, body.recipients_override)
     return web.json_response({"message": REPORT_SENT})

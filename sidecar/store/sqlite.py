@@ -1,21 +1,30 @@
 """The SQLite store: one file, schema versioned by `PRAGMA user_version`, crash-safe writes.
 
 sqlite3 blocks, so every call runs in a worker thread; one connection, one lock, so the
-event loop never waits on the disk and writes never interleave.
+event loop never waits on the disk and writes never interleave. Every write is one
+transaction committed with `synchronous=FULL` before it is acknowledged, so a killed
+process loses nothing it acknowledged and leaves nothing half-written.
+
+Reports are kept as their Enterprise JSON (the server-set fields in columns); ids come
+from an AUTOINCREMENT sequence, so an id is never reused, and it starts above every
+provisioned report's id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
 from sidecar.errors import ConfigError
+from sidecar.model import Report, ReportSettings
 
 T = TypeVar("T")
 
@@ -36,6 +45,31 @@ MIGRATIONS: tuple[str, ...] = (
         pdf_bytes INTEGER NOT NULL
     );
     CREATE INDEX runs_by_report ON runs (org_id, report_id, started_at);
+    """,
+    """
+    CREATE TABLE reports (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        uid TEXT NOT NULL UNIQUE,
+        org_id INTEGER NOT NULL,
+        user_id INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        created TEXT NOT NULL,
+        updated TEXT NOT NULL
+    );
+    CREATE INDEX reports_by_org ON reports (org_id, id);
+    CREATE TABLE settings (
+        org_id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        updated TEXT NOT NULL
+    );
+    CREATE TABLE images (
+        org_id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (org_id, name)
+    );
     """,
 )
 
@@ -163,6 +197,172 @@ class SqliteStore:
 
         return await self._run(select)
 
+    async def reserve_ids(self, provisioned: set[int]) -> None:
+        """Make new ids start above every provisioned id; refuse an id both places use."""
+
+        def reserve() -> None:
+            if not provisioned:
+                return
+            marks = ",".join("?" * len(provisioned))
+            taken = self._connection.execute(
+                f"SELECT id FROM reports WHERE id IN ({marks})",  # noqa: S608 - only "?"s
+                sorted(provisioned),
+            ).fetchall()
+            if taken:
+                ids = ", ".join(str(row[0]) for row in taken)
+                raise ConfigError(
+                    [f"reports: id {ids} is already used by a report created through the API"]
+                )
+            with self._connection:
+                self._connection.execute("BEGIN IMMEDIATE")
+                self._connection.execute(
+                    "INSERT INTO sqlite_sequence (name, seq) SELECT 'reports', 0"
+                    " WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'reports')"
+                )
+                self._connection.execute(
+                    "UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'reports'",
+                    (max(provisioned),),
+                )
+
+        await self._run(reserve)
+
+    async def create_report(self, report: Report, *, now: datetime | None = None) -> Report:
+        """Store a new report of `report.org_id` by `report.user_id`; returns it with its id."""
+        moment = now or datetime.now(UTC)
+
+        def insert() -> Report:
+            uid = uuid.uuid4().hex[:14]
+            with self._connection:
+                self._connection.execute("BEGIN IMMEDIATE")
+                cursor = self._connection.execute(
+                    "INSERT INTO reports (uid, org_id, user_id, body, created, updated)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        uid,
+                        report.org_id,
+                        report.user_id,
+                        _body(report),
+                        moment.isoformat(),
+                        moment.isoformat(),
+                    ),
+                )
+            if cursor.lastrowid is None:
+                raise RuntimeError("SQLite gave the new report no id")
+            return report.model_copy(
+                update={"id": cursor.lastrowid, "uid": uid, "created": moment, "updated": moment}
+            )
+
+        return await self._run(insert)
+
+    async def update_report(self, report: Report, *, now: datetime | None = None) -> Report | None:
+        """Replace report `report.id` of `report.org_id`; None when there is no such report."""
+        moment = now or datetime.now(UTC)
+
+        def update() -> Report | None:
+            with self._connection:
+                self._connection.execute("BEGIN IMMEDIATE")
+                changed = self._connection.execute(
+                    "UPDATE reports SET body = ?, updated = ? WHERE org_id = ? AND id = ?",
+                    (_body(report), moment.isoformat(), report.org_id, report.id),
+                ).rowcount
+            return self._select_report(report.org_id, report.id) if changed else None
+
+        return await self._run(update)
+
+    async def delete_report(self, org_id: int, report_id: int) -> bool:
+        """Delete a report; False when there was none."""
+
+        def delete() -> bool:
+            with self._connection:
+                self._connection.execute("BEGIN IMMEDIATE")
+                return bool(
+                    self._connection.execute(
+                        "DELETE FROM reports WHERE org_id = ? AND id = ?", (org_id, report_id)
+                    ).rowcount
+                )
+
+        return await self._run(delete)
+
+    async def report(self, org_id: int, report_id: int) -> Report | None:
+        """One report of org `org_id`, or None."""
+        return await self._run(lambda: self._select_report(org_id, report_id))
+
+    async def reports(self, org_id: int) -> list[Report]:
+        """Every stored report of org `org_id`, by id."""
+
+        def select() -> list[Report]:
+            rows = self._connection.execute(
+                f"{_REPORT_SELECT} WHERE org_id = ? ORDER BY id", (org_id,)
+            ).fetchall()
+            return [_report(row) for row in rows]
+
+        return await self._run(select)
+
+    async def settings(self, org_id: int) -> ReportSettings | None:
+        """Org `org_id`'s saved settings, or None before the first save."""
+
+        def select() -> ReportSettings | None:
+            row = self._connection.execute(
+                "SELECT user_id, body FROM settings WHERE org_id = ?", (org_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            return ReportSettings.model_validate_json(row[1]).model_copy(
+                update={"id": org_id, "org_id": org_id, "user_id": row[0]}
+            )
+
+        return await self._run(select)
+
+    async def save_settings(
+        self,
+        settings: ReportSettings,
+        images: dict[str, tuple[str, bytes]],
+        *,
+        now: datetime | None = None,
+    ) -> None:
+        """Save `settings.org_id`'s settings and its uploaded images in one transaction."""
+        moment = now or datetime.now(UTC)
+        body = settings.model_dump_json(by_alias=True, exclude={"id", "org_id", "user_id"})
+
+        def save() -> None:
+            with self._connection:
+                self._connection.execute("BEGIN IMMEDIATE")
+                self._connection.execute(
+                    "INSERT INTO settings (org_id, user_id, body, updated) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (org_id) DO UPDATE SET user_id = excluded.user_id,"
+                    " body = excluded.body, updated = excluded.updated",
+                    (settings.org_id, settings.user_id, body, moment.isoformat()),
+                )
+                self._connection.executemany(
+                    "INSERT OR REPLACE INTO images (org_id, name, content_type, data)"
+                    " VALUES (?, ?, ?, ?)",
+                    [
+                        (settings.org_id, name, content_type, data)
+                        for name, (content_type, data) in images.items()
+                    ],
+                )
+
+        await self._run(save)
+
+    async def image(self, org_id: int, name: str) -> tuple[str, bytes] | None:
+        """An uploaded image of org `org_id`: (content type, bytes), or None."""
+
+        def select() -> tuple[str, bytes] | None:
+            row = self._connection.execute(
+                "SELECT content_type, data FROM images WHERE org_id = ? AND name = ?",
+                (org_id, name),
+            ).fetchone()
+            return None if row is None else (str(row[0]), bytes(row[1]))
+
+        return await self._run(select)
+
+    def _select_report(self, org_id: int, report_id: int) -> Report | None:
+        """One report, in the worker thread."""
+        row = self._connection.execute(
+            f"{_REPORT_SELECT} WHERE org_id = ? AND id = ?", (org_id, report_id)
+        ).fetchone()
+        return None if row is None else _report(row)
+
     async def _run(self, call: Callable[[], T]) -> T:
         """`call` in a worker thread, one at a time."""
 
@@ -171,3 +371,28 @@ class SqliteStore:
                 return call()
 
         return await asyncio.to_thread(locked)
+
+
+_REPORT_SELECT = "SELECT id, uid, org_id, user_id, body, created, updated FROM reports"
+# What the server sets is kept in columns, not in the JSON body.
+_SERVER_FIELDS = {"id", "uid", "org_id", "user_id", "created", "updated"}
+
+
+def _body(report: Report) -> str:
+    """The report's own fields as Enterprise JSON."""
+    return report.model_dump_json(by_alias=True, exclude=_SERVER_FIELDS)
+
+
+def _report(row: tuple[object, ...]) -> Report:
+    """A Report from a `_REPORT_SELECT` row."""
+    report_id, uid, org_id, user_id, body, created, updated = row
+    data = json.loads(str(body))
+    data.update(
+        id=report_id,
+        uid=uid,
+        orgId=org_id,
+        userId=user_id,
+        created=created,
+        updated=updated,
+    )
+    return Report.model_validate(data)
