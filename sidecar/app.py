@@ -13,11 +13,21 @@ from datetime import UTC, datetime
 import aiohttp
 from aiohttp import web
 
-from sidecar.api import AUTHORIZER, CONFIG, GRAFANA, ROUTES, SERVICE, STORE, error_middleware
+from sidecar.api import (
+    AUTHORIZER,
+    CONFIG,
+    GRAFANA,
+    ROUTES,
+    SERVICE,
+    STORE,
+    error_middleware,
+    not_found,
+)
 from sidecar.auth import Authorizer
 from sidecar.config import Config
 from sidecar.grafana import GrafanaClient
 from sidecar.mail import Mailer
+from sidecar.proxy import GrafanaProxy
 from sidecar.render import PanelRenderer
 from sidecar.service import ReportService
 from sidecar.store import SqliteStore
@@ -30,7 +40,13 @@ def create_app(
     config: Config, *, now: Callable[[], datetime] = lambda: datetime.now(UTC)
 ) -> web.Application:
     """The sidecar as an aiohttp application; resources open on startup, close on cleanup."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=_MAX_BODY_BYTES)
+    # Request bodies reach handlers as sent, as in Grafana (Go does not decompress them):
+    # the proxy must pass a gzip upload on still gzipped.
+    app = web.Application(
+        middlewares=[error_middleware],
+        client_max_size=_MAX_BODY_BYTES,
+        handler_args={"auto_decompress": False},
+    )
     app[CONFIG] = config
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
@@ -50,7 +66,7 @@ def create_app(
                 app[GRAFANA] = grafana
                 app[STORE] = store
                 app[AUTHORIZER] = authorizer
-                app[SERVICE] = ReportService(
+                service = ReportService(
                     config=config,
                     grafana=grafana,
                     authorizer=authorizer,
@@ -59,10 +75,20 @@ def create_app(
                     store=store,
                     now=now,
                 )
+                await service.start()
+                app[SERVICE] = service
                 yield
             finally:
                 await store.close()
 
     app.cleanup_ctx.append(resources)
     app.add_routes(ROUTES)
+    # Last, so the sidecar's own routes win. `client_max_size` does not limit the proxy:
+    # it streams bodies instead of reading them.
+    if config.proxy.enabled:
+        proxy = GrafanaProxy(grafana_url=config.grafana.url, config=config.proxy)
+        app.cleanup_ctx.append(proxy.session)
+        app.router.add_route("*", "/{tail:.*}", proxy.handle)
+    else:
+        app.router.add_route("*", "/{tail:.*}", not_found)
     return app

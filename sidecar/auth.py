@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
 from typing import Any, Literal
+from urllib.parse import quote
 
 from sidecar.config import REPORTING_ACTIONS, AuthConfig, reporting_action
 from sidecar.errors import AuthenticationFailed, GrafanaError, PermissionDenied
@@ -66,6 +67,15 @@ class Identity:
     def display(self) -> str:
         """A name for logs and run history (never a credential)."""
         return self.login or f"{self.kind} in org {self.org_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardInfo:
+    """What Grafana told the caller about a dashboard they can view."""
+
+    uid: str
+    id: int
+    title: str
 
 
 class AccessDenied(PermissionDenied):
@@ -164,22 +174,42 @@ class Authorizer:
         if not self.can(identity, action, report_id):
             raise AccessDenied(action)
 
-    async def require_dashboards(self, identity: Identity, uids: Iterable[str]) -> None:
-        """The caller must be able to view every dashboard, asked with their own credentials."""
+    async def visible_dashboards(
+        self, identity: Identity, uids: Iterable[str]
+    ) -> dict[str, DashboardInfo]:
+        """Those of `uids` the caller can view, asked with the caller's own credentials.
+
+        Grafana answers 403 for a dashboard the caller may not see, and 404 (or 403 on
+        older versions) for a missing one: both leave it out.
+        """
+        wanted = list(dict.fromkeys(uids))
         replies = await asyncio.gather(
             *(
-                self._grafana.as_caller(f"/api/dashboards/uid/{uid}", identity.credentials)
-                for uid in dict.fromkeys(uids)
+                self._grafana.as_caller(
+                    f"/api/dashboards/uid/{quote(uid, safe='')}", identity.credentials
+                )
+                for uid in wanted
             )
         )
-        for reply in replies:
+        visible: dict[str, DashboardInfo] = {}
+        for uid, reply in zip(wanted, replies, strict=True):
             if reply.status == HTTPStatus.OK:
-                continue
-            if reply.status == HTTPStatus.UNAUTHORIZED:
+                visible[uid] = _dashboard_info(uid, reply.json())
+            elif reply.status == HTTPStatus.UNAUTHORIZED:
                 raise _relayed(reply)
-            if reply.status in {HTTPStatus.FORBIDDEN, HTTPStatus.NOT_FOUND}:
-                raise PermissionDenied(DASHBOARD_DENIED)
-            raise _unexpected(reply, "/api/dashboards/uid")
+            elif reply.status not in {HTTPStatus.FORBIDDEN, HTTPStatus.NOT_FOUND}:
+                raise _unexpected(reply, "/api/dashboards/uid")
+        return visible
+
+    async def require_dashboards(
+        self, identity: Identity, uids: Iterable[str]
+    ) -> dict[str, DashboardInfo]:
+        """The caller must be able to view every dashboard (403 otherwise); their details."""
+        wanted = list(uids)
+        visible = await self.visible_dashboards(identity, wanted)
+        if len(visible) < len(set(wanted)):
+            raise PermissionDenied(DASHBOARD_DENIED)
+        return visible
 
     async def _identify(self, credentials: Credentials) -> Identity:
         """Contract §12 steps 2-5."""
@@ -265,6 +295,16 @@ def _role_from_permissions(permissions: Any) -> OrgRole:
     if "orgs:read" in actions:
         return "Viewer"
     return "None"
+
+
+def _dashboard_info(uid: str, answer: Any) -> DashboardInfo:
+    """Id and title from `/api/dashboards/uid/<uid>`'s `{"dashboard": {...}, "meta": ...}`."""
+    dashboard = answer.get("dashboard") if isinstance(answer, dict) else None
+    if not isinstance(dashboard, dict):
+        return DashboardInfo(uid=uid, id=0, title="")
+    return DashboardInfo(
+        uid=uid, id=_int(dashboard.get("id")), title=str(dashboard.get("title", ""))
+    )
 
 
 def _reporting_grants(permissions: Any) -> dict[str, tuple[str, ...]]:

@@ -44,6 +44,7 @@ class PanelRequest:
     from_ms: int
     to_ms: int
     timezone: str  # IANA name or "UTC"
+    theme: str  # "light" or "dark"
     variables: Mapping[str, Sequence[str]]
 
 
@@ -129,7 +130,7 @@ class PanelRenderer:
             "height": str(request.height),
             "scale": f"{self._config.scale:g}",
             "tz": request.timezone,
-            "theme": self._config.theme,
+            "theme": request.theme,
             # Grafana parses it with Atoi: whole seconds only, else 400.
             "timeout": str(max(1, math.ceil(self._config.timeout_seconds))),
         }

@@ -1,10 +1,15 @@
-"""Use cases: send a report now (and, with later work, test emails and scheduled runs).
+"""Use cases: report definitions (provisioned and stored), send now, test email, PDF preview.
+
+Reports live in two places: `sidecar.yaml` (provisioned: read-only through the API, like
+Grafana's provisioned dashboards) and the store. Every use case answers only within the
+caller's org, and only about dashboards the caller can view (asked with the caller's own
+credentials, never the sidecar's token).
 
 The steps of a send, each failing loudly and before anything leaves: find the report
-(404), check the recipients (400), check the caller can view every dashboard with the
-caller's own credentials (403), then, with the sidecar's token, fetch the dashboards,
-render every panel (500 naming the panels that failed), build the PDF off the event loop,
-and send one email to all recipients or to none. Every attempt is recorded.
+(404), check the recipients (400), check the caller can view every dashboard (403), then,
+with the sidecar's token, fetch the dashboards, render every panel (500 naming the panels
+that failed), build the PDF off the event loop, and send one email to all recipients or
+to none. Every send of a saved report is recorded.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sidecar import log
-from sidecar.auth import Authorizer, Identity
+from sidecar.auth import Authorizer, DashboardInfo, Identity
 from sidecar.config import Config
 from sidecar.errors import InvalidInput, NotFound, RenderError, SidecarError
 from sidecar.grafana import GrafanaClient
@@ -34,7 +39,14 @@ from sidecar.layout import (
     simple_layout,
 )
 from sidecar.mail import Attachment, DashboardLink, Mailer, compose, parse_addresses, parse_reply_to
-from sidecar.model import Report, ReportDashboard, TimeRange
+from sidecar.model import (
+    Report,
+    ReportDashboard,
+    ReportSettings,
+    Schedule,
+    TimeRange,
+    resolve_time,
+)
 from sidecar.pdf import (
     DashboardPdf,
     InvalidImage,
@@ -89,29 +101,193 @@ class ReportService:
         self._mailer = mailer
         self._store = store
         self._now = now
-        self._reports = {(report.org_id, report.id): report for report in config.reports}
+        self._provisioned = {(report.org_id, report.id): report for report in config.reports}
 
-    def report(self, org_id: int, report_id: int) -> Report:
-        """The report `report_id` of org `org_id`; another org's reports do not exist here."""
-        report = self._reports.get((org_id, report_id))
+    async def start(self) -> None:
+        """Reserve the provisioned ids in the store (new reports get higher ones)."""
+        await self._store.reserve_ids({report.id for report in self._config.reports})
+
+    # -- report definitions -------------------------------------------------------------
+
+    def is_provisioned(self, org_id: int, report_id: int) -> bool:
+        """Is report `report_id` of org `org_id` defined in sidecar.yaml?"""
+        return (org_id, report_id) in self._provisioned
+
+    async def report(self, org_id: int, report_id: int) -> Report:
+        """Report `report_id` of org `org_id`; another org's reports do not exist here."""
+        report = self._provisioned.get((org_id, report_id)) or await self._store.report(
+            org_id, report_id
+        )
         if report is None:
             raise NotFound(REPORT_NOT_FOUND)
         return report
 
+    async def list_reports(
+        self, identity: Identity, dashboard_uid: str | None = None
+    ) -> list[Report]:
+        """The org's reports the caller may read and whose dashboards the caller can view.
+
+        With `dashboard_uid`, only the reports that use that dashboard.
+        """
+        reports = [
+            report
+            for report in [
+                *(r for (org, _), r in sorted(self._provisioned.items()) if org == identity.org_id),
+                *await self._store.reports(identity.org_id),
+            ]
+            if self._authorizer.can(identity, "reports:read", report.id)
+            and (dashboard_uid is None or dashboard_uid in report.dashboard_uids)
+        ]
+        visible = await self._authorizer.visible_dashboards(
+            identity, [uid for report in reports for uid in report.dashboard_uids]
+        )
+        return [
+            _with_dashboard_names(report, visible)
+            for report in reports
+            if all(uid in visible for uid in report.dashboard_uids)
+        ]
+
+    async def get_report(self, identity: Identity, report_id: int) -> Report:
+        """One report, if the caller can view all its dashboards (403 otherwise)."""
+        report = await self.report(identity.org_id, report_id)
+        visible = await self._authorizer.require_dashboards(identity, report.dashboard_uids)
+        return _with_dashboard_names(report, visible)
+
+    async def create_report(self, identity: Identity, definition: Report) -> Report:
+        """Store a new report of the caller's org, made by the caller."""
+        now = self._now()
+        report = self._checked(definition, now=now).model_copy(
+            update={"org_id": identity.org_id, "user_id": identity.user_id}
+        )
+        await self._authorizer.require_dashboards(identity, report.dashboard_uids)
+        return await self._store.create_report(report, now=now)
+
+    async def update_report(self, identity: Identity, report_id: int, definition: Report) -> None:
+        """Replace report `report_id` (a full body, as Enterprise's PUT)."""
+        current = await self.report(identity.org_id, report_id)
+        if self.is_provisioned(identity.org_id, report_id):
+            raise InvalidInput(_provisioned_message(report_id))
+        await self._authorizer.require_dashboards(identity, current.dashboard_uids)
+        now = self._now()
+        start = definition.schedule.start_date or current.schedule.start_date
+        report = self._checked(
+            definition.model_copy(
+                update={"schedule": definition.schedule.model_copy(update={"start_date": start})}
+            ),
+            now=now,
+        ).model_copy(
+            update={"id": report_id, "org_id": identity.org_id, "user_id": current.user_id}
+        )
+        await self._authorizer.require_dashboards(identity, report.dashboard_uids)
+        if await self._store.update_report(report, now=now) is None:
+            raise NotFound(REPORT_NOT_FOUND)
+
+    async def delete_report(self, identity: Identity, report_id: int) -> None:
+        """Delete report `report_id` of the caller's org."""
+        await self.report(identity.org_id, report_id)
+        if self.is_provisioned(identity.org_id, report_id):
+            raise InvalidInput(_provisioned_message(report_id))
+        if not await self._store.delete_report(identity.org_id, report_id):
+            raise NotFound(REPORT_NOT_FOUND)
+
+    def _checked(self, definition: Report, *, now: datetime) -> Report:
+        """A definition with Enterprise's defaults, or InvalidInput listing what is wrong."""
+        problems = definition_problems(definition)
+        if definition.state != "draft" or definition.recipients.strip():
+            try:
+                parse_addresses(definition.recipients)
+            except InvalidInput as exc:
+                problems.append(f"recipients: {exc}")
+        if definition.reply_to.strip():
+            try:
+                parse_reply_to(definition.reply_to)
+            except InvalidInput as exc:
+                problems.append(f"replyTo: {exc}")
+        if problems:
+            raise InvalidInput("bad request data: " + "; ".join(problems))
+        schedule = definition.schedule
+        if schedule.start_date is None:
+            # Enterprise (and Terraform's tests): no start date means "from now".
+            zone = _zone(schedule.time_zone)
+            schedule = schedule.model_copy(
+                update={"start_date": now.astimezone(zone).replace(microsecond=0)}
+            )
+        return definition.model_copy(update={"schedule": schedule})
+
+    # -- sending ------------------------------------------------------------------------
+
     async def send_now(self, identity: Identity, report_id: int, emails: str | None) -> None:
         """Render report `report_id` and mail it to `emails` (else its own recipients)."""
         log.report_id.set(report_id)
-        report = self.report(identity.org_id, report_id)
+        report = await self.report(identity.org_id, report_id)
+        await self._send(identity, report, emails=emails, record=True)
+
+    async def send_test(self, identity: Identity, definition: Report) -> None:
+        """Send an unsaved report body now, to its own recipients (nothing is stored)."""
+        report = self._checked(definition, now=self._now()).model_copy(
+            update={"org_id": identity.org_id, "user_id": identity.user_id}
+        )
+        await self._send(identity, report, emails=None, record=False)
+
+    async def render_pdf(self, identity: Identity, definition: Report) -> bytes:
+        """One PDF of the given dashboards, for any caller who can view them."""
+        report = definition.model_copy(update={"org_id": identity.org_id})
+        await self._authorizer.require_dashboards(identity, report.dashboard_uids)
+        settings = await self.settings(identity.org_id)
+        attachments, _ = await self._build(report, settings)
+        return attachments[0].content
+
+    # -- settings ------------------------------------------------------------------------
+
+    async def settings(self, org_id: int) -> ReportSettings:
+        """Org `org_id`'s report settings; Enterprise's defaults until first saved."""
+        saved = await self._store.settings(org_id)
+        return saved or ReportSettings(id=org_id, org_id=org_id)
+
+    async def save_settings(
+        self, identity: Identity, settings: ReportSettings, uploads: Sequence[Upload]
+    ) -> None:
+        """Save the caller's org's settings, with uploaded logos checked by content."""
+        names = [upload.name for upload in uploads]
+        if len(set(names)) < len(names):
+            raise InvalidInput(
+                "bad request data: two uploaded files have the same name; "
+                "the report logo and the email logo need different file names"
+            )
+        images = {upload.name: (image_type(upload), upload.content) for upload in uploads}
+        await self._store.save_settings(
+            settings.model_copy(
+                update={
+                    "id": identity.org_id,
+                    "org_id": identity.org_id,
+                    "user_id": identity.user_id,
+                }
+            ),
+            images,
+            now=self._now(),
+        )
+
+    async def image(self, org_id: int, name: str) -> tuple[str, bytes]:
+        """An uploaded logo of org `org_id`: content type and bytes."""
+        found = await self._store.image(org_id, name)
+        if found is None:
+            raise NotFound("Image not found")
+        return found
+
+    async def _send(
+        self, identity: Identity, report: Report, *, emails: str | None, record: bool
+    ) -> None:
+        """The one path of every email: check, render, compose, send all or nothing."""
         recipients = parse_addresses(report.recipients if emails is None else emails)
         reply_to = parse_reply_to(report.reply_to) if report.reply_to.strip() else None
-        await self._authorizer.require_dashboards(
-            identity, [ref.dashboard.uid for ref in report.dashboards]
-        )
+        await self._authorizer.require_dashboards(identity, report.dashboard_uids)
         started_at, started = self._now(), time.perf_counter()
         pdf_bytes = 0
         try:
-            attachments, links = await self._build(report)
+            settings = await self.settings(report.org_id)
+            attachments, links = await self._build(report, settings)
             pdf_bytes = sum(len(attachment.content) for attachment in attachments)
+            branding = settings.branding
             message = compose(
                 subject=report.email_subject,
                 message=report.message,
@@ -121,9 +297,17 @@ class ReportService:
                 reply_to=reply_to,
                 links=links if report.enable_dashboard_url else (),
                 attachments=attachments,
+                footer_text=(
+                    branding.email_footer_text or "Grafana"
+                    if branding.email_footer_mode == "sent-by"
+                    else ""
+                ),
+                footer_link=branding.email_footer_link,
             )
             await self._mailer.send(message)
         except SidecarError as exc:
+            if not record:
+                raise
             await self._record(
                 report=report,
                 identity=identity,
@@ -136,6 +320,8 @@ class ReportService:
             )
             logger.warning("report %s was not sent: %s", report.id, exc)
             raise
+        if not record:
+            return
         await self._record(
             report=report,
             identity=identity,
@@ -152,12 +338,21 @@ class ReportService:
             extra={"recipients": len(recipients), "pdf_bytes": pdf_bytes},
         )
 
-    async def _build(self, report: Report) -> tuple[list[Attachment], list[DashboardLink]]:
+    async def _build(
+        self, report: Report, settings: ReportSettings
+    ) -> tuple[list[Attachment], list[DashboardLink]]:
         """Every dashboard rendered into the report's PDF (or one PDF per dashboard)."""
         if not report.dashboards:
             raise InvalidInput("The report has no dashboard")
         now = self._now()
-        planned = await asyncio.gather(*(self._plan(report, ref, now) for ref in report.dashboards))
+        theme = settings.pdf_theme if settings.pdf_theme in {"light", "dark"} else None
+        planned = await asyncio.gather(
+            *(
+                self._plan(report, ref, now, theme or self._config.render.theme)
+                for ref in report.dashboards
+            )
+        )
+        logo = await self._store.image(report.org_id, settings.branding.report_logo_url)
         requests = [request for _, panel_requests in planned for request in panel_requests]
         pngs = iter(await self._renderer.render_all(requests))
         documents = [
@@ -190,6 +385,8 @@ class ReportService:
                 generated=generated,
                 created=now,
                 grid_width_px=self._config.render.width,
+                logo_png=logo[1] if logo and logo[0] in _PDF_LOGO_TYPES else None,
+                show_header=settings.pdf_header_enabled,
             )
             try:
                 content = await asyncio.to_thread(build_pdf, pdf)
@@ -200,7 +397,7 @@ class ReportService:
         return attachments, [rendered.link for rendered, _ in planned]
 
     async def _plan(
-        self, report: Report, ref: ReportDashboard, now: datetime
+        self, report: Report, ref: ReportDashboard, now: datetime, theme: str
     ) -> tuple[_Rendered, list[PanelRequest]]:
         """Fetch one dashboard (sidecar's token) and turn it into panel render requests."""
         org_id = report.org_id
@@ -237,6 +434,7 @@ class ReportService:
                 from_ms=from_ms,
                 to_ms=to_ms,
                 timezone=zone_name,
+                theme=theme,
                 variables={**report_variables, **_render_variables(panel.variables)},
             )
             for panel in layout.panels
@@ -354,3 +552,119 @@ def _filename(title: str) -> str:
     """A safe attachment name from a report or dashboard title."""
     cleaned = _UNSAFE_FILENAME.sub("_", title).strip(" ._") or "report"
     return f"{cleaned[:100]}.pdf"
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A file uploaded with the settings form."""
+
+    name: str
+    content: bytes
+
+
+MAX_IMAGE_BYTES = 3 * 1024 * 1024  # Enterprise's logo limit
+_PDF_LOGO_TYPES = frozenset({"image/png", "image/jpeg"})
+
+
+def image_type(upload: Upload) -> str:
+    """The upload's type from its content (PNG, JPEG or SVG), or InvalidInput."""
+    content = upload.content
+    if len(content) > MAX_IMAGE_BYTES:
+        raise InvalidInput(f"bad request data: {upload.name!r} is larger than 3 MB")
+    if content.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if content.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    head = content[:1024].lstrip().lower()
+    if head.startswith((b"<svg", b"<?xml")) and b"<svg" in content[:4096].lower():
+        return "image/svg+xml"
+    raise InvalidInput(f"bad request data: {upload.name!r} is not a PNG, JPEG or SVG image")
+
+
+def definition_problems(report: Report) -> list[str]:
+    """What makes a report definition unusable (a draft may still be incomplete)."""
+    problems = _schedule_problems(report.schedule)
+    uids = report.dashboard_uids
+    if len(set(uids)) < len(uids):
+        problems.append("dashboards: a dashboard may appear only once in a report")
+    for index, ref in enumerate(report.dashboards):
+        for end in (ref.time_range.from_, ref.time_range.to):
+            if end:
+                try:
+                    resolve_time(end, now=datetime.now(UTC), tz=UTC, round_up=False)
+                except ValueError as exc:
+                    problems.append(f"dashboards[{index}].timeRange: {exc}")
+    if report.state != "draft":
+        if not report.name.strip():
+            problems.append("name: a report needs a name")
+        if not report.dashboards:
+            problems.append("dashboards: a report needs at least one dashboard")
+    return problems
+
+
+def _schedule_problems(schedule: Schedule) -> list[str]:
+    """What is wrong with a schedule (its time zone, interval, dates, day of month)."""
+    problems: list[str] = []
+    if schedule.time_zone and not _known_zone(schedule.time_zone):
+        problems.append(f"schedule.timeZone: {schedule.time_zone!r} is not an IANA time zone")
+    if schedule.frequency == "custom" and (
+        schedule.interval_amount < 1 or not schedule.interval_frequency
+    ):
+        problems.append(
+            "schedule: a custom frequency needs intervalAmount >= 1 and intervalFrequency"
+        )
+    if schedule.start_date and schedule.end_date and schedule.end_date <= schedule.start_date:
+        problems.append("schedule.endDate: must be after startDate")
+    if schedule.day_of_month not in {"", "last"} and not (
+        schedule.day_of_month.isdigit() and 1 <= int(schedule.day_of_month) <= _DAYS_IN_MONTH
+    ):
+        problems.append('schedule.dayOfMonth: must be a day number (1-31) or "last"')
+    return problems
+
+
+_DAYS_IN_MONTH = 31
+
+
+def _known_zone(name: str) -> bool:
+    """Is `name` an IANA time zone this machine knows?"""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _zone(name: str) -> tzinfo:
+    """The IANA zone `name`; "" and unknown names mean UTC."""
+    return ZoneInfo(name) if name and _known_zone(name) else UTC
+
+
+def _with_dashboard_names(report: Report, visible: Mapping[str, DashboardInfo]) -> Report:
+    """The report with each dashboard's id and name filled in, as Enterprise reads them."""
+    return report.model_copy(
+        update={
+            "dashboards": [
+                ref.model_copy(
+                    update={
+                        "dashboard": ref.dashboard.model_copy(
+                            update={
+                                "id": visible[ref.dashboard.uid].id,
+                                "name": visible[ref.dashboard.uid].title,
+                            }
+                        )
+                    }
+                )
+                if ref.dashboard.uid in visible
+                else ref
+                for ref in report.dashboards
+            ]
+        }
+    )
+
+
+def _provisioned_message(report_id: int) -> str:
+    """The 400 for changing a report that sidecar.yaml defines."""
+    return (
+        f"Report {report_id} is provisioned in sidecar.yaml and cannot be changed "
+        "through the API; change it in the file"
+    )

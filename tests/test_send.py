@@ -699,7 +699,7 @@ async def test_readiness_reports_a_refused_token(start_sidecar: SidecarFactory) 
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/api/dashboards/uid/x"), ("GET", "/"), ("GET", "/api/reports/email")],
+    [("GET", "/api/dashboards/uid/x"), ("GET", "/"), ("PATCH", "/api/reports/1")],
 )
 async def test_other_paths_are_grafanas_404(sidecar: Client, method: str, path: str) -> None:
     """Without the proxy, anything else answers Grafana's own 404 body."""

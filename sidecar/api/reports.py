@@ -1,9 +1,13 @@
-"""Enterprise's `/api/reports*` handlers: parse, authorize, call the service, answer."""
+"""Enterprise's `/api/reports*` handlers: authorize, parse, call the service, answer.
+
+As in Grafana, authentication (401) and the RBAC action (403) are decided before the body
+is read (400); the fixed success messages are Enterprise's (enterprise-reporting.md §2.9).
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
@@ -11,8 +15,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 from sidecar.api.keys import AUTHORIZER, CONFIG, SERVICE
 from sidecar.auth import Identity, credentials_from
 from sidecar.errors import InvalidInput, NotFound
+from sidecar.model import Layout, Orientation, Report, ReportDashboard
 
 REPORT_SENT = "Report was sent"
+Model = TypeVar("Model", bound=BaseModel)
+# Set by the server: ignored in request bodies, as Enterprise ignores them.
+_READ_ONLY = ("id", "uid", "orgId", "userId", "created", "updated")
 
 
 class SendRequest(BaseModel):
@@ -74,7 +82,7 @@ async def json_body(request: web.Request) -> Any:
         raise InvalidInput(f"bad request data: invalid JSON ({exc.args[0]})") from exc
 
 
-def parse(model: type[SendRequest], data: Any) -> SendRequest:
+def parse(model: type[Model], data: Any) -> Model:
     """Validate `data`; the 400 names each bad field."""
     if not isinstance(data, dict):
         raise InvalidInput("bad request data: the body must be a JSON object")
@@ -104,3 +112,125 @@ async def send_report(request: web.Request) -> web.Response:
     authorizer.require(identity, "reports:send", body.id)
     await request.app[SERVICE].send_now(identity, body.id, body.recipients_override)
     return web.json_response({"message": REPORT_SENT})
+
+
+def report_json(report: Report) -> dict[str, Any]:
+    """A report as Enterprise sends it (unset dates left out rather than null)."""
+    return report.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def report_id(request: web.Request) -> int:
+    """The `{id}` of the path: a positive integer, else 400 like Enterprise's "invalid id"."""
+    raw = request.match_info["id"]
+    if not raw.isdigit() or int(raw) < 1:
+        raise InvalidInput(f"invalid report id {raw!r}")
+    return int(raw)
+
+
+async def definition(request: web.Request) -> Report:
+    """A CreateOrUpdateReport body (current or legacy form); read-only fields ignored."""
+    data = await json_body(request)
+    if isinstance(data, dict):
+        data = {key: value for key, value in data.items() if key not in _READ_ONLY}
+    return parse(Report, data)
+
+
+async def list_reports(request: web.Request) -> web.Response:
+    """`GET /api/reports`: the org's reports the caller may read."""
+    identity = await identify(request)
+    request.app[AUTHORIZER].require(identity, "reports:read")
+    reports = await request.app[SERVICE].list_reports(identity)
+    return web.json_response([report_json(report) for report in reports])
+
+
+async def reports_for_dashboard(request: web.Request) -> web.Response:
+    """`GET /api/reports/dashboards/{uid}`: the reports that use one dashboard."""
+    identity = await identify(request)
+    request.app[AUTHORIZER].require(identity, "reports:read")
+    reports = await request.app[SERVICE].list_reports(identity, request.match_info["uid"])
+    return web.json_response([report_json(report) for report in reports])
+
+
+async def get_report(request: web.Request) -> web.Response:
+    """`GET /api/reports/{id}`."""
+    identity = await identify(request)
+    wanted = report_id(request)
+    request.app[AUTHORIZER].require(identity, "reports:read", wanted)
+    report = await request.app[SERVICE].get_report(identity, wanted)
+    return web.json_response(report_json(report))
+
+
+async def create_report(request: web.Request) -> web.Response:
+    """`POST /api/reports`: `{"id": <new id>, "message": "Report created"}`."""
+    identity = await identify(request)
+    request.app[AUTHORIZER].require(identity, "reports:create")
+    report = await request.app[SERVICE].create_report(identity, await definition(request))
+    return web.json_response({"id": report.id, "message": "Report created"})
+
+
+async def update_report(request: web.Request) -> web.Response:
+    """`PUT /api/reports/{id}`: replace the whole definition (also pause and resume)."""
+    identity = await identify(request)
+    wanted = report_id(request)
+    request.app[AUTHORIZER].require(identity, "reports:write", wanted)
+    await request.app[SERVICE].update_report(identity, wanted, await definition(request))
+    return web.json_response({"message": "Report updated"})
+
+
+async def delete_report(request: web.Request) -> web.Response:
+    """`DELETE /api/reports/{id}`."""
+    identity = await identify(request)
+    wanted = report_id(request)
+    request.app[AUTHORIZER].require(identity, "reports:delete", wanted)
+    await request.app[SERVICE].delete_report(identity, wanted)
+    return web.json_response({"message": "Report config was removed"})
+
+
+async def send_test_email(request: web.Request) -> web.Response:
+    """`POST /api/reports/test-email`: an unsaved report body, sent now to its recipients."""
+    identity = await identify(request)
+    request.app[AUTHORIZER].require(identity, "reports:send")
+    await request.app[SERVICE].send_test(identity, await definition(request))
+    return web.json_response({"message": "Test email sent"})
+
+
+class PdfQuery(BaseModel):
+    """The query of `GET /api/reports/render/pdfs` (enterprise-reporting.md §1.2)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    dashboards: list[ReportDashboard]
+    title: str = "Report"
+    orientation: Orientation = "landscape"
+    layout: Layout = "grid"
+
+    @field_validator("dashboards", mode="before")
+    @classmethod
+    def _json_array(cls, value: Any) -> Any:
+        """The UI sends the dashboards as a JSON-encoded array."""
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ValueError("must be a JSON array of report dashboards") from None
+        if not value:
+            raise ValueError("at least one dashboard is required")
+        return value
+
+
+async def render_pdfs(request: web.Request) -> web.Response:
+    """`GET /api/reports/render/pdfs`: a PDF of dashboards, for any caller who can view them."""
+    identity = await identify(request)
+    query = parse(PdfQuery, dict(request.query))
+    report = Report(
+        name=query.title,
+        dashboards=query.dashboards,
+        options={"orientation": query.orientation, "layout": query.layout},
+        state="draft",
+    )
+    pdf = await request.app[SERVICE].render_pdf(identity, report)
+    return web.Response(
+        body=pdf,
+        content_type="application/pdf",
+        headers={"Content-Disposition": 'inline; filename="report.pdf"'},
+    )

@@ -19,8 +19,11 @@ Routes (one table, `GrafanaStandIn.routes`): `/api/health`, `/healthz`, `/login`
 `/api/org`, `/api/access-control/user/{permissions,actions}`,
 `/api/access-control/users/permissions/search`, `/api/dashboards/uid/{uid}`,
 `/api/folders/{uid}`, `/api/library-elements/{uid}`, `/api/search`, `/api/auth/keys`,
-`/render/...`; every other `/api/*` path answers 404 `{"message":"Not found"}` without
-looking at credentials, like Grafana's `NotFoundHandler`.
+`/render/...`, `/api/live/ws` (a WebSocket echo behind Live's checks); every other `/api/*`
+path answers 404 `{"message":"Not found"}` without looking at credentials, like Grafana's
+`NotFoundHandler`. Test-only routes that no Grafana has, for the front proxy's tests:
+`/_testing/echo...` (what arrived, as JSON), `GET /_testing/download` (a large, slow or
+gzipped body) and `POST /_testing/upload` (counts and hashes a streamed body).
 
 Answers are written the way Grafana writes each of them (`grafana_http`): middleware with
 `ctx.JSON` (charset, trailing newline), handlers with `response.JSON` / `response.Error`.
@@ -37,12 +40,13 @@ import json
 import math
 import re
 import secrets
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import quote, urlsplit
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 from multidict import CIMultiDictProxy, MultiMapping
 
 from sidecar.testing.grafana_auth import (
@@ -106,6 +110,10 @@ _GRID_ROW_PX: Final = 38  # GRID_CELL_HEIGHT 30 + GRID_CELL_VMARGIN 8
 _MAX_SIDE_PX: Final = 20000  # beyond this the stand-in's "renderer" fails instead of allocating
 _INLINE_PNG_PIXELS: Final = 250_000  # larger images are encoded in a thread
 _PNG_CACHE_ENTRIES: Final = 256
+# Centrifuge's protobuf subprotocol; its JSON protocol asks for none.
+_LIVE_PROTOCOLS: Final = ("centrifuge-protobuf",)
+_CHUNK: Final = 64 * 1024
+_PATTERN: Final = bytes(range(256)) * (_CHUNK // 256)  # byte i of a download is i % 256
 _TIMEOUT_MESSAGE: Final = (
     "timeout error - you can set timeout in seconds with &timeout url parameter"
 )
@@ -363,6 +371,10 @@ class GrafanaStandIn:
             ("GET", "/api/auth/keys", self._list_keys),
             ("POST", "/api/auth/keys", self._create_key),
             ("GET", "/render/{tail:.+}", self._render),
+            ("GET", "/api/live/ws", self._live),
+            ("*", "/_testing/echo{tail:.*}", self._echo),
+            ("GET", "/_testing/download", self._download),
+            ("POST", "/_testing/upload", self._upload),
             ("*", "/{tail:.*}", self._not_found),
         ]
 
@@ -1086,6 +1098,118 @@ class GrafanaStandIn:
         if image is None:
             image = self._placeholders[key] = placeholder_png(kind, theme)
         return image
+
+    # -- Grafana Live and the proxy tests' routes ----------------------------------------
+
+    async def _live(self, request: web.Request) -> web.StreamResponse:
+        """`/api/live/ws` (§9.1): signed-in callers only, Live's origin check, then an echo.
+
+        Not Centrifuge: text and binary messages come back as they are, and the text
+        `close <code> <reason>` makes the stand-in close with that code and reason. The
+        origin check passes without `Origin` or when its host and port equal `Host`
+        (`root_url` and `[live] allowed_origins` are not modelled); a refusal is gorilla's
+        `http.Error` 403. Subprotocol `centrifuge-protobuf` is accepted when offered.
+        """
+        self._identify(request)
+        origin = request.headers.get("Origin", "")
+        try:
+            foreign = bool(origin) and urlsplit(origin).netloc.lower() != request.host.lower()
+        except ValueError:
+            foreign = True
+        if foreign:
+            return plain_text(403, "Forbidden\n")
+        socket = web.WebSocketResponse(protocols=_LIVE_PROTOCOLS)
+        await socket.prepare(request)
+        async for message in socket:
+            if message.type is WSMsgType.BINARY:
+                await socket.send_bytes(message.data)
+            elif message.type is WSMsgType.TEXT:
+                command = message.data.split(" ", 2)
+                if command[0] == "close" and len(command) > 1 and command[1].isdigit():
+                    reason = command[2] if len(command) > 2 else ""  # noqa: PLR2004
+                    await socket.close(code=int(command[1]), message=reason.encode())
+                    break
+                await socket.send_str(message.data)
+        return socket
+
+    async def _echo(self, request: web.Request) -> web.Response:
+        """Test-only: what arrived, as JSON; the answer carries hop-by-hop headers.
+
+        Body `{"method", "target", "headers", "bodyBytes"}`: `target` is the raw request
+        target (path and query as sent), `headers` the `[name, value]` pairs in order,
+        `bodyBytes` the size of the body (read a chunk at a time). The answer also has
+        `Connection: X-Hop`, `X-Hop`, `Keep-Alive` and `Proxy-Authenticate`, which a
+        proxy must drop, and two `Set-Cookie` headers, which it must pass.
+        """
+        size = 0
+        async for chunk in request.content.iter_chunked(_CHUNK):
+            size += len(chunk)
+        response = response_json(
+            200,
+            {
+                "method": request.method,
+                "target": request.raw_path,
+                "headers": [[name, value] for name, value in request.headers.items()],
+                "bodyBytes": size,
+            },
+        )
+        for name, value in (
+            ("Connection", "X-Hop"),
+            ("X-Hop", "dropped by proxies"),
+            ("Keep-Alive", "timeout=5"),
+            ("Proxy-Authenticate", 'Basic realm="stand-in"'),
+            ("Set-Cookie", "echo_a=1; Path=/; HttpOnly"),
+            ("Set-Cookie", "echo_b=2; Path=/_testing; Max-Age=60; SameSite=Lax"),
+        ):
+            response.headers.add(name, value)
+        return response
+
+    async def _download(self, request: web.Request) -> web.StreamResponse:
+        """Test-only: `size` bytes (byte i is i % 256), written 64 KiB at a time.
+
+        `delay` seconds pass before the answer starts (a slow Grafana), `stall` seconds in
+        the middle of the body. `gzip=true` with `Accept-Encoding: gzip` answers as
+        `[server] enable_gzip` does (§9.3): `Content-Encoding: gzip`, `Vary:
+        Accept-Encoding`, no `Content-Length`.
+        """
+        size = _query_int(request.query, "size")
+        stall = _query_float(request.query, "stall")
+        if (delay := _query_float(request.query, "delay")) > 0:
+            await asyncio.sleep(delay)
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        compressor = None
+        if request.query.get("gzip") == "true" and "gzip" in request.headers.get(
+            "Accept-Encoding", ""
+        ):
+            compressor = zlib.compressobj(wbits=31)  # 31: a gzip container
+            response.headers["Content-Encoding"] = "gzip"
+            response.headers["Vary"] = "Accept-Encoding"
+        else:
+            response.content_length = size
+        await response.prepare(request)
+        sent = 0
+        while sent < size:
+            chunk = _PATTERN[: min(_CHUNK, size - sent)]
+            data = compressor.compress(chunk) if compressor is not None else chunk
+            if data:
+                await response.write(data)
+            sent += len(chunk)
+            if stall > 0 and sent >= size // 2:
+                await asyncio.sleep(stall)
+                stall = 0
+        if compressor is not None:
+            await response.write(compressor.flush())
+        await response.write_eof()
+        return response
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        """Test-only: read the body a chunk at a time; answer `{"bytes", "sha256"}` of it."""
+        digest = hashlib.sha256()
+        size = 0
+        async for chunk in request.content.iter_chunked(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+        return response_json(200, {"bytes": size, "sha256": digest.hexdigest()})
 
     # -- fallbacks -----------------------------------------------------------------------
 
