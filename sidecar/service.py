@@ -156,7 +156,7 @@ class ReportService:
     async def create_report(self, identity: Identity, definition: Report) -> Report:
         """Store a new report of the caller's org, made by the caller."""
         now = self._now()
-        report = self._checked(definition, now=now).model_copy(
+        report = (await self._checked(definition, now=now)).model_copy(
             update={"org_id": identity.org_id, "user_id": identity.user_id}
         )
         await self._authorizer.require_dashboards(identity, report.dashboard_uids)
@@ -170,12 +170,9 @@ class ReportService:
         await self._authorizer.require_dashboards(identity, current.dashboard_uids)
         now = self._now()
         start = definition.schedule.start_date or current.schedule.start_date
-        report = self._checked(
-            definition.model_copy(
-                update={"schedule": definition.schedule.model_copy(update={"start_date": start})}
-            ),
-            now=now,
-        ).model_copy(
+        schedule = definition.schedule.model_copy(update={"start_date": start})
+        checked = await self._checked(definition.model_copy(update={"schedule": schedule}), now=now)
+        report = checked.model_copy(
             update={"id": report_id, "org_id": identity.org_id, "user_id": current.user_id}
         )
         await self._authorizer.require_dashboards(identity, report.dashboard_uids)
@@ -190,9 +187,14 @@ class ReportService:
         if not await self._store.delete_report(identity.org_id, report_id):
             raise NotFound(REPORT_NOT_FOUND)
 
-    def _checked(self, definition: Report, *, now: datetime) -> Report:
+    async def _checked(self, definition: Report, *, now: datetime) -> Report:
         """A definition with Enterprise's defaults, or InvalidInput listing what is wrong."""
         problems = definition_problems(definition)
+        zone = await load_zone(definition.schedule.time_zone or "UTC")
+        if zone is None:
+            problems.append(
+                f"schedule.timeZone: {definition.schedule.time_zone!r} is not an IANA time zone"
+            )
         if definition.state != "draft" or definition.recipients.strip():
             try:
                 parse_addresses(definition.recipients)
@@ -208,7 +210,6 @@ class ReportService:
         schedule = definition.schedule
         if schedule.start_date is None:
             # Enterprise (and Terraform's tests): no start date means "from now".
-            zone = _zone(schedule.time_zone)
             schedule = schedule.model_copy(
                 update={"start_date": now.astimezone(zone).replace(microsecond=0)}
             )
@@ -224,7 +225,7 @@ class ReportService:
 
     async def send_test(self, identity: Identity, definition: Report) -> None:
         """Send an unsaved report body now, to its own recipients (nothing is stored)."""
-        report = self._checked(definition, now=self._now()).model_copy(
+        report = (await self._checked(definition, now=self._now())).model_copy(
             update={"org_id": identity.org_id, "user_id": identity.user_id}
         )
         await self._send(identity, report, emails=None, record=False)
@@ -413,7 +414,7 @@ class ReportService:
         )
         if report.options.layout == "simple":
             layout = simple_layout(layout)
-        zone_name, zone = _dashboard_zone(dashboard)
+        zone_name, zone = await _dashboard_zone(dashboard)
         time_range = ref.time_range if ref.time_range.from_ or ref.time_range.to else None
         if time_range is None and report.options.time_range is not None:
             time_range = report.options.time_range
@@ -505,7 +506,7 @@ def panel_height_px(panel: PanelToRender) -> int:
     return max(1, panel.grid.h * _CELL_PX + (panel.grid.h - 1) * _MARGIN_PX)
 
 
-def _dashboard_zone(dashboard: Mapping[str, Any]) -> tuple[str, tzinfo]:
+async def _dashboard_zone(dashboard: Mapping[str, Any]) -> tuple[str, tzinfo]:
     """The dashboard's time zone; "browser" (and unknown names) mean UTC.
 
     The header and the rendered axes must agree, so the same zone goes to the renderer.
@@ -513,11 +514,23 @@ def _dashboard_zone(dashboard: Mapping[str, Any]) -> tuple[str, tzinfo]:
     name = str(dashboard.get("timezone") or "")
     if name.lower() in {"", "browser", "utc"}:
         return "UTC", UTC
-    try:
-        return name, ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    zone = await load_zone(name)
+    if zone is None:
         logger.warning("dashboard time zone %r is unknown, using UTC", name)
         return "UTC", UTC
+    return name, zone
+
+
+async def load_zone(name: str) -> tzinfo | None:
+    """The IANA zone `name`, or None if unknown; read off the event loop (it opens a file)."""
+
+    def load() -> tzinfo | None:
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            return None
+
+    return await asyncio.to_thread(load)
 
 
 def _saved_range(dashboard: Mapping[str, Any]) -> TimeRange:
@@ -603,10 +616,8 @@ def definition_problems(report: Report) -> list[str]:
 
 
 def _schedule_problems(schedule: Schedule) -> list[str]:
-    """What is wrong with a schedule (its time zone, interval, dates, day of month)."""
+    """What is wrong with a schedule (interval, dates, day of month; the zone is checked apart)."""
     problems: list[str] = []
-    if schedule.time_zone and not _known_zone(schedule.time_zone):
-        problems.append(f"schedule.timeZone: {schedule.time_zone!r} is not an IANA time zone")
     if schedule.frequency == "custom" and (
         schedule.interval_amount < 1 or not schedule.interval_frequency
     ):
@@ -623,20 +634,6 @@ def _schedule_problems(schedule: Schedule) -> list[str]:
 
 
 _DAYS_IN_MONTH = 31
-
-
-def _known_zone(name: str) -> bool:
-    """Is `name` an IANA time zone this machine knows?"""
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return False
-    return True
-
-
-def _zone(name: str) -> tzinfo:
-    """The IANA zone `name`; "" and unknown names mean UTC."""
-    return ZoneInfo(name) if name and _known_zone(name) else UTC
 
 
 def _with_dashboard_names(report: Report, visible: Mapping[str, DashboardInfo]) -> Report:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
 
@@ -90,7 +91,8 @@ async def _read_part(part: BodyPartReader, limit: int, what: str) -> bytes:
 
 def _file_name(name: str | None) -> str:
     """An uploaded file's name without any folder, as it is then referenced by the settings."""
-    base = PurePosixPath((name or "").replace("\\", "/")).name
+    # Some clients percent-encode the name in Content-Disposition (aiohttp does).
+    base = PurePosixPath(unquote(name or "").replace("\\", "/")).name
     if not base or base.startswith(".") or len(base) > 255:  # noqa: PLR2004 - file name limit
         raise InvalidInput(f"bad request data: invalid file name {name!r}")
     return base

@@ -1187,7 +1187,8 @@ class GrafanaStandIn:
         else:
             response.content_length = size
         await response.prepare(request)
-        sent = 0
+        # aiohttp would put a HEAD's body on the wire; Go's server discards it.
+        sent = size if request.method == "HEAD" else 0
         while sent < size:
             chunk = _PATTERN[: min(_CHUNK, size - sent)]
             data = compressor.compress(chunk) if compressor is not None else chunk
@@ -1197,7 +1198,7 @@ class GrafanaStandIn:
             if stall > 0 and sent >= size // 2:
                 await asyncio.sleep(stall)
                 stall = 0
-        if compressor is not None:
+        if compressor is not None and request.method != "HEAD":
             await response.write(compressor.flush())
         await response.write_eof()
         return response
