@@ -224,6 +224,8 @@ def compose(
     attachments: Sequence[Attachment] = (),
     footer_text: str = "",
     footer_link: str = "",
+    logo: Attachment | None = None,
+    logo_url: str = "",
 ) -> EmailMessage:
     """Build a report email (no I/O).
 
@@ -264,12 +266,21 @@ def compose(
         charset="utf-8",
         cte="quoted-printable",
     )
+    # The email logo: an uploaded image travels inline (cid:), an http(s) URL is linked.
+    logo_id = make_msgid(domain=sender_address.rpartition("@")[2]) if logo else ""
+    logo_src = f"cid:{logo_id[1:-1]}" if logo else logo_url if _is_safe_link(logo_url) else ""
     composed.add_alternative(
-        _html_body(body, links, footer_text, footer_link),
+        _html_body(body, links, footer_text, footer_link, logo_src),
         subtype="html",
         charset="utf-8",
         cte="quoted-printable",
     )
+    if logo:
+        maintype, subtype = _mime_type(logo.mime_type)
+        html_part = composed.get_body(preferencelist=("html",))
+        if html_part is None:
+            raise RuntimeError("the HTML part just added is missing")
+        html_part.add_related(logo.content, maintype=maintype, subtype=subtype, cid=logo_id)
     composed.make_mixed()
     for attachment in attachments:
         maintype, subtype = _mime_type(attachment.mime_type)
@@ -308,7 +319,11 @@ def _plain_body(
 
 
 def _html_body(
-    message: str, links: Sequence[DashboardLink], footer_text: str, footer_link: str
+    message: str,
+    links: Sequence[DashboardLink],
+    footer_text: str,
+    footer_link: str,
+    logo_src: str = "",
 ) -> str:
     """The text/html rendering; every user-supplied string is HTML-escaped."""
     parts = [
@@ -316,6 +331,8 @@ def _html_body(
         '<html><head><meta charset="utf-8"></head>',
         '<body style="font-family: Arial, Helvetica, sans-serif; font-size: 14px;">',
     ]
+    if logo_src:
+        parts.append(f'<p><img src="{html.escape(logo_src, quote=True)}" alt="" height="40"></p>')
     if message:
         parts.append(f"<p>{_html_lines(message)}</p>")
     if links:

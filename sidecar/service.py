@@ -289,6 +289,7 @@ class ReportService:
             attachments, links = await self._build(report, settings)
             pdf_bytes = sum(len(attachment.content) for attachment in attachments)
             branding = settings.branding
+            email_logo = await self._store.image(report.org_id, branding.email_logo_url)
             message = compose(
                 subject=report.email_subject,
                 message=report.message,
@@ -304,6 +305,13 @@ class ReportService:
                     else ""
                 ),
                 footer_link=branding.email_footer_link,
+                # Mail clients show PNG and JPEG inline, not SVG.
+                logo=(
+                    Attachment("logo", email_logo[1], email_logo[0])
+                    if email_logo and email_logo[0] in _RASTER_TYPES
+                    else None
+                ),
+                logo_url="" if email_logo else branding.email_logo_url,
             )
             await self._mailer.send(message)
         except SidecarError as exc:
@@ -386,7 +394,7 @@ class ReportService:
                 generated=generated,
                 created=now,
                 grid_width_px=self._config.render.width,
-                logo_png=logo[1] if logo and logo[0] in _PDF_LOGO_TYPES else None,
+                logo_png=logo[1] if logo and logo[0] in _RASTER_TYPES else None,
                 show_header=settings.pdf_header_enabled,
             )
             try:
@@ -576,7 +584,7 @@ class Upload:
 
 
 MAX_IMAGE_BYTES = 3 * 1024 * 1024  # Enterprise's logo limit
-_PDF_LOGO_TYPES = frozenset({"image/png", "image/jpeg"})
+_RASTER_TYPES = frozenset({"image/png", "image/jpeg"})
 
 
 def image_type(upload: Upload) -> str:

@@ -466,20 +466,18 @@ async def test_settings_defaults_json_and_multipart(sidecar: Client, smtp: SmtpS
     assert saved["userId"] == 1
 
     config = (
-        '{"branding":{"reportLogoUrl":"logo.png","emailLogoUrl":"mail.svg",'
+        '{"branding":{"reportLogoUrl":"logo.png","emailLogoUrl":"mail.png",'
         '"emailFooterMode":"sent-by","emailFooterText":"Ops","emailFooterLink":""}}'
     )
     form = settings_form(
-        config, [("logo.png", png_logo(), "image/png"), ("mail.svg", SVG_LOGO, "image/svg+xml")]
+        config,
+        [("logo.png", png_logo(), "image/png"), ("mail.png", png_logo((0, 0, 200)), "image/png")],
     )
     response = await sidecar.post("/api/reports/settings", data=form, headers=ADMIN)
     assert response.status == 200, await response.text()
     image = await sidecar.get("/api/reports/images/logo.png", headers=ADMIN)
     assert (image.status, image.content_type) == (200, "image/png")
     assert await image.read() == png_logo()
-    svg = await sidecar.get("/api/reports/images/mail.svg", headers=ADMIN)
-    assert svg.content_type == "image/svg+xml"
-    assert "default-src 'none'" in svg.headers["Content-Security-Policy"]
     assert (await sidecar.get("/api/reports/images/other.png", headers=ADMIN)).status == 404
 
     assert (
@@ -489,12 +487,28 @@ async def test_settings_defaults_json_and_multipart(sidecar: Client, smtp: SmtpS
     text = received.message.get_body(preferencelist=("plain",))
     assert text is not None
     assert "Sent by Ops" in text.get_content()
+    html = received.message.get_body(preferencelist=("html",))
+    assert html is not None
+    (inline,) = [part for part in received.message.walk() if part.get_content_type() == "image/png"]
+    assert inline.get_payload(decode=True) == png_logo((0, 0, 200))
+    assert f'src="cid:{inline["Content-ID"][1:-1]}"' in html.get_content()
     (attachment,) = received.message.iter_attachments()
     pdf = attachment.get_payload(decode=True)
     assert isinstance(pdf, bytes)
     page = PdfReader(io.BytesIO(pdf), strict=True).pages[0]
     logo_images = [image for image in page.images if image.image and image.image.size == (120, 40)]
     assert len(logo_images) == 1
+
+
+async def test_svg_logo_is_served_harmless(sidecar: Client) -> None:
+    """An uploaded SVG is served with a policy that keeps any script in it from running."""
+    form = settings_form('{"branding":{"emailLogoUrl":"mail.svg"}}', [("mail.svg", SVG_LOGO, "")])
+    response = await sidecar.post("/api/reports/settings", data=form, headers=ADMIN)
+    assert response.status == 200
+    svg = await sidecar.get("/api/reports/images/mail.svg", headers=ADMIN)
+    assert (svg.status, svg.content_type) == (200, "image/svg+xml")
+    assert "default-src 'none'" in svg.headers["Content-Security-Policy"]
+    assert svg.headers["X-Content-Type-Options"] == "nosniff"
 
 
 @pytest.mark.parametrize(
