@@ -353,6 +353,13 @@ class ReportService:
         """Every dashboard rendered into the report's PDF (or one PDF per dashboard)."""
         if not report.dashboards:
             raise InvalidInput("The report has no dashboard")
+        unsupported = sorted(set(report.formats) - {"pdf"})
+        if unsupported:
+            logger.warning(
+                "report %s: formats %s are not produced yet; sending the PDF",
+                report.id,
+                unsupported,
+            )
         now = self._now()
         theme = settings.pdf_theme if settings.pdf_theme in {"light", "dark"} else None
         planned = await asyncio.gather(
