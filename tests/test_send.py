@@ -697,6 +697,14 @@ async def test_readiness_reports_a_refused_token(start_sidecar: SidecarFactory) 
     assert "grafana.token" in (await ready.json())["message"]
 
 
+async def test_refused_token_keeps_a_front_proxy_ready(start_sidecar: SidecarFactory) -> None:
+    """In front of Grafana, a bad token must not take Grafana out of service: a warning only."""
+    sidecar = await start_sidecar(grafana={"token": "glsa_wrong_00000000"}, proxy={"enabled": True})
+    ready = await sidecar.get("/-/ready")
+    assert ready.status == 200
+    assert "grafana.token" in (await ready.json())["warning"]
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [("GET", "/api/dashboards/uid/x"), ("GET", "/"), ("PATCH", "/api/reports/1")],

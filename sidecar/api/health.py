@@ -16,9 +16,14 @@ async def healthy(_request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    """Readiness: the store answers and Grafana accepts the sidecar's token."""
+    """Readiness: the store answers and Grafana accepts the sidecar's token.
+
+    In front-proxy mode all of Grafana's traffic goes through the sidecar, so a refused
+    token (which breaks only reporting) is reported but does not make the pod unready.
+    """
     app = request.app
     problems = []
+    warnings: list[str] = []
     try:
         await app[STORE].ping()
     except Exception as exc:  # noqa: BLE001 - any store failure means not ready
@@ -29,11 +34,15 @@ async def ready(request: web.Request) -> web.Response:
         problems.append(f"grafana: {exc}")
     else:
         if reply.status == HTTPStatus.UNAUTHORIZED:
-            problems.append("grafana: the service-account token (grafana.token) was refused")
+            refused = "grafana: the service-account token (grafana.token) was refused"
+            (warnings if app[CONFIG].proxy.enabled else problems).append(refused)
         elif reply.status != HTTPStatus.OK:
             problems.append(f"grafana: /api/org answered HTTP {reply.status}")
     if problems:
         return web.json_response(
             {"message": "; ".join(problems)}, status=HTTPStatus.SERVICE_UNAVAILABLE
         )
-    return web.json_response({"status": "ok", "grafana": app[CONFIG].grafana.url})
+    answer = {"status": "ok", "grafana": app[CONFIG].grafana.url}
+    if warnings:
+        answer["warning"] = "; ".join(warnings)
+    return web.json_response(answer)

@@ -21,6 +21,8 @@ REPORT_SENT = "Report was sent"
 Model = TypeVar("Model", bound=BaseModel)
 # Set by the server: ignored in request bodies, as Enterprise ignores them.
 _READ_ONLY = ("id", "uid", "orgId", "userId", "created", "updated")
+# Report ids are int64, as in Enterprise (and SQLite's INTEGER): a larger number is no id.
+_MAX_ID = 2**63 - 1
 
 
 class SendRequest(BaseModel):
@@ -49,6 +51,8 @@ class SendRequest(BaseModel):
             raise ValueError("must be a report id (a number, or a string holding one)")  # noqa: TRY004
         if isinstance(value, str) and not value.strip().lstrip("-").isdigit():
             raise ValueError(f"{value!r} is not a report id")
+        if abs(int(value)) > _MAX_ID:
+            raise ValueError(f"{value!r} is not a report id (out of range)")
         return int(value)
 
     @model_validator(mode="after")
@@ -122,7 +126,9 @@ def report_json(report: Report) -> dict[str, Any]:
 def report_id(request: web.Request) -> int:
     """The `{id}` of the path: a positive integer, else 400 like Enterprise's "invalid id"."""
     raw = request.match_info["id"]
-    if not raw.isdigit() or int(raw) < 1:
+    # ASCII digits only: `int()` refuses other Unicode digits ("²") and overlong strings.
+    digits = raw.isascii() and raw.isdigit() and len(raw) <= len(str(_MAX_ID))
+    if not digits or not 1 <= int(raw) <= _MAX_ID:
         raise InvalidInput(f"invalid report id {raw!r}")
     return int(raw)
 

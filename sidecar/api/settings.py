@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from sidecar.api.keys import AUTHORIZER, SERVICE
 from sidecar.api.reports import identify, json_body, parse
@@ -34,7 +35,11 @@ async def save_settings(request: web.Request) -> web.Response:
     identity = await identify(request)
     request.app[AUTHORIZER].require(identity, "reports.settings:write")
     if request.content_type.startswith("multipart/"):
-        data, uploads = await _form(request)
+        try:
+            data, uploads = await _form(request)
+        except (ValueError, BadHttpMessage) as exc:
+            # aiohttp's reader: no or a bad boundary, a truncated body, a part's bad headers.
+            raise InvalidInput("bad request data: malformed multipart form") from exc
     else:
         data, uploads = await json_body(request), []
     if isinstance(data, dict):
