@@ -183,7 +183,7 @@ class ProxyConfig(Section):
     """Front-proxy mode: every path the sidecar does not serve goes on to Grafana."""
 
     enabled: bool = False
-    connect_timeout_seconds: float = Field(default=10.0, gt=0)  # then 502
+    connect_timeout_seconds: float = Field(default=10.0, gt=0)  # then 504; refused: 502
     read_timeout_seconds: float = Field(default=300.0, gt=0)  # silence from Grafana, then 504
     # Peers whose X-Forwarded-* headers are kept and extended (an Ingress, a load
     # balancer); from anyone else they are replaced. IPs or CIDR networks.
