@@ -12,7 +12,7 @@ import email.policy
 import json
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -36,8 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "demo":
         return _demo(Path(args.out))
+    path = config_path(args.config, environ())
     try:
-        config = load_config(config_path(args.config, environ()), environ())
+        config = load_config(path, environ())
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"config: {problem}", file=sys.stderr)  # noqa: T201 - CLI output
@@ -45,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         print(json.dumps(config.redacted(), indent=2))  # noqa: T201 - CLI output
         return 0
-    return _serve(config)
+    return _serve(config, lambda: load_config(path, environ()))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -72,12 +73,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _serve(config: Config) -> int:
-    """Serve until SIGTERM/SIGINT, then finish in-flight requests within the timeout."""
+def _serve(config: Config, reload_config: Callable[[], Config]) -> int:
+    """Serve until SIGTERM/SIGINT, then finish in-flight requests within the timeout.
+
+    SIGHUP reloads the provisioned reports from the same file and environment.
+    """
     configure_logging(config.log)
     try:
         web.run_app(
-            create_app(config),
+            create_app(config, reload_from=reload_config),
             host=config.server.host,
             port=config.server.port,
             shutdown_timeout=config.server.shutdown_timeout_seconds,

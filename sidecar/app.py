@@ -7,7 +7,11 @@ store, then the services that use them.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import signal
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import aiohttp
@@ -25,6 +29,7 @@ from sidecar.api import (
 )
 from sidecar.auth import Authorizer
 from sidecar.config import Config
+from sidecar.errors import SidecarError
 from sidecar.grafana import GrafanaClient
 from sidecar.mail import Mailer
 from sidecar.proxy import GrafanaProxy
@@ -32,14 +37,59 @@ from sidecar.render import PanelRenderer
 from sidecar.service import ReportService
 from sidecar.store import SqliteStore
 
+
+@asynccontextmanager
+async def _reloading(
+    service: ReportService, reload_from: Callable[[], Config] | None
+) -> AsyncIterator[None]:
+    """Reload provisioned reports on SIGHUP while the app runs (one reload at a time)."""
+    if reload_from is None:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    pending: set[asyncio.Task[None]] = set()
+
+    async def reload() -> None:
+        try:
+            fresh = await asyncio.to_thread(reload_from)
+            await service.replace_provisioned(fresh.reports)
+        except SidecarError as exc:
+            logger.error("SIGHUP: provisioned reports not reloaded, the old ones stay: %s", exc)  # noqa: TRY400 - a config error needs no traceback
+        else:
+            logger.info("SIGHUP: %d provisioned reports loaded", len(fresh.reports))
+
+    def on_hangup() -> None:
+        if not pending:
+            task = loop.create_task(reload())
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
+logger = logging.getLogger(__name__)
 # Report API bodies are small; Enterprise's logo uploads (3 MB) come with the API work.
 _MAX_BODY_BYTES = 1024 * 1024
 
 
 def create_app(
-    config: Config, *, now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    config: Config,
+    *,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    reload_from: Callable[[], Config] | None = None,
 ) -> web.Application:
-    """The sidecar as an aiohttp application; resources open on startup, close on cleanup."""
+    """The sidecar as an aiohttp application; resources open on startup, close on cleanup.
+
+    With `reload_from` (which loads the configuration again), SIGHUP reloads the
+    provisioned reports, like Grafana's provisioning; other settings need a restart.
+    """
     # Request bodies reach handlers as sent, as in Grafana (Go does not decompress them):
     # the proxy must pass a gzip upload on still gzipped.
     app = web.Application(
@@ -77,7 +127,8 @@ def create_app(
                 )
                 await service.start()
                 app[SERVICE] = service
-                yield
+                async with _reloading(service, reload_from):
+                    yield
             finally:
                 await store.close()
 

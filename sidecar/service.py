@@ -107,6 +107,11 @@ class ReportService:
         """Reserve the provisioned ids in the store (new reports get higher ones)."""
         await self._store.reserve_ids({report.id for report in self._config.reports})
 
+    async def replace_provisioned(self, reports: Sequence[Report]) -> None:
+        """Take a new set of provisioned reports (SIGHUP), checked against the store first."""
+        await self._store.reserve_ids({report.id for report in reports})
+        self._provisioned = {(report.org_id, report.id): report for report in reports}
+
     # -- report definitions -------------------------------------------------------------
 
     def is_provisioned(self, org_id: int, report_id: int) -> bool:

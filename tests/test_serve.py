@@ -126,3 +126,44 @@ async def test_sigterm_lets_an_in_flight_send_finish(
         answer.release()
         assert await process.wait() == 0
     assert len(smtp.messages) == 1
+
+
+async def test_sighup_reloads_provisioned_reports(
+    grafana: GrafanaStandIn, smtp: SmtpSink, tmp_path: Path
+) -> None:
+    """SIGHUP picks up reports added to and removed from sidecar.yaml; a bad file changes nothing."""
+    port = free_port()
+    config_path = await write_config(tmp_path, grafana, smtp, port)
+    url = f"http://127.0.0.1:{port}/api/reports"
+
+    async def listed(session: aiohttp.ClientSession) -> list[int]:
+        async with session.get(url, headers=ADMIN) as answer:
+            return [report["id"] for report in await answer.json()]
+
+    async def rewrite(text: str) -> None:
+        await asyncio.to_thread(config_path.write_text, text, "utf-8")
+
+    original = await asyncio.to_thread(config_path.read_text, "utf-8")
+    config = yaml.safe_load(original)
+    async with serving(config_path, port) as process, aiohttp.ClientSession() as session:
+        assert await listed(session) == [1, 2, 3, 4]
+        added = {
+            "id": 9,
+            "name": "Added",
+            "recipients": "a@example.com",
+            "dashboards": [{"dashboard": {"uid": STANDARD.open_dashboard}}],
+        }
+        config["reports"] = [*config["reports"][1:], added]
+        await rewrite(yaml.safe_dump(config))
+        process.send_signal(signal.SIGHUP)
+        for _ in range(100):
+            if await listed(session) == [2, 3, 4, 9]:
+                break
+            await asyncio.sleep(0.05)
+        assert await listed(session) == [2, 3, 4, 9]
+        await rewrite("reports: [{id: 1, bogus: true}]\n")
+        process.send_signal(signal.SIGHUP)
+        await asyncio.sleep(0.5)
+        assert await listed(session) == [2, 3, 4, 9]
+        process.send_signal(signal.SIGTERM)
+        assert await process.wait() == 0
