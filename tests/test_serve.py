@@ -131,7 +131,7 @@ async def test_sigterm_lets_an_in_flight_send_finish(
 async def test_sighup_reloads_provisioned_reports(
     grafana: GrafanaStandIn, smtp: SmtpSink, tmp_path: Path
 ) -> None:
-    """SIGHUP picks up reports added to and removed from sidecar.yaml; a bad file changes nothing."""
+    """SIGHUP picks up reports added to and removed from sidecar.yaml; a bad file changes none."""
     port = free_port()
     config_path = await write_config(tmp_path, grafana, smtp, port)
     url = f"http://127.0.0.1:{port}/api/reports"
