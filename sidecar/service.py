@@ -289,6 +289,7 @@ class ReportService:
         await self._authorizer.require_dashboards(identity, report.dashboard_uids)
         started_at, started = self._now(), time.perf_counter()
         pdf_bytes = 0
+        failure: SidecarError | None = None
         try:
             settings = await self.settings(report.org_id)
             attachments, links = await self._build(report, settings)
@@ -320,32 +321,25 @@ class ReportService:
             )
             await self._mailer.send(message)
         except SidecarError as exc:
-            if not record:
-                raise
-            await self._record(
-                report=report,
-                identity=identity,
-                started_at=started_at,
-                started=started,
-                outcome="failed",
-                detail=str(exc),
-                recipients=0,
-                pdf_bytes=0,
+            failure = exc
+        if record:
+            await self._store.record_run(
+                RunRecord(
+                    report_id=report.id,
+                    org_id=report.org_id,
+                    trigger="api",
+                    requested_by=identity.display,
+                    started_at=started_at,
+                    duration_ms=round((time.perf_counter() - started) * 1000),
+                    outcome="failed" if failure else "sent",
+                    detail=str(failure or ""),
+                    recipients=0 if failure else len(recipients),
+                    pdf_bytes=0 if failure else pdf_bytes,
+                )
             )
-            logger.warning("report %s was not sent: %s", report.id, exc)
-            raise
-        if not record:
-            return
-        await self._record(
-            report=report,
-            identity=identity,
-            started_at=started_at,
-            started=started,
-            outcome="sent",
-            detail="",
-            recipients=len(recipients),
-            pdf_bytes=pdf_bytes,
-        )
+        if failure:
+            logger.warning("report %s was not sent: %s", report.id, failure)
+            raise failure
         logger.info(
             "report %s sent",
             report.id,
@@ -482,34 +476,6 @@ class ReportService:
             link=link,
         )
         return rendered, requests
-
-    async def _record(
-        self,
-        *,
-        report: Report,
-        identity: Identity,
-        started_at: datetime,
-        started: float,
-        outcome: str,
-        detail: str,
-        recipients: int,
-        pdf_bytes: int,
-    ) -> None:
-        """Append the run to the history."""
-        await self._store.record_run(
-            RunRecord(
-                report_id=report.id,
-                org_id=report.org_id,
-                trigger="api",
-                requested_by=identity.display,
-                started_at=started_at,
-                duration_ms=round((time.perf_counter() - started) * 1000),
-                outcome=outcome,
-                detail=detail,
-                recipients=recipients,
-                pdf_bytes=pdf_bytes,
-            )
-        )
 
 
 def panel_width_px(panel: PanelToRender, dashboard_width_px: int) -> int:

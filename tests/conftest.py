@@ -104,29 +104,34 @@ async def smtp() -> AsyncIterator[SmtpSink]:
 ConfigFactory = Callable[..., Config]
 
 
+def config_data(grafana: GrafanaStandIn, smtp: SmtpSink, database: Path) -> dict[str, Any]:
+    """The test sidecar's sidecar.yaml, as data, for the running stand-ins."""
+    return {
+        "grafana": {
+            "url": grafana.url,
+            "public_url": "https://grafana.example.com/sub",
+            "token": STANDARD.sidecar_token,
+            "timeout_seconds": 5,
+        },
+        "auth": {"jwt_header": STANDARD.jwt_header},
+        "render": {"timeout_seconds": 5, "retries": 1},
+        "smtp": {
+            "host": smtp.host,
+            "port": smtp.port,
+            "from_address": "reports@example.com",
+            "starttls_policy": "NoStartTLS",
+        },
+        "storage": {"url": f"sqlite:///{database}"},
+        "reports": REPORTS,
+    }
+
+
 @pytest.fixture
 def make_config(grafana: GrafanaStandIn, smtp: SmtpSink, tmp_path: Path) -> ConfigFactory:
     """A Config for the running stand-ins; keyword sections override (e.g. render={...})."""
 
     def build(**sections: Any) -> Config:
-        data: dict[str, Any] = {
-            "grafana": {
-                "url": grafana.url,
-                "public_url": "https://grafana.example.com/sub",
-                "token": STANDARD.sidecar_token,
-                "timeout_seconds": 5,
-            },
-            "auth": {"jwt_header": STANDARD.jwt_header},
-            "render": {"timeout_seconds": 5, "retries": 1},
-            "smtp": {
-                "host": smtp.host,
-                "port": smtp.port,
-                "from_address": "reports@example.com",
-                "starttls_policy": "NoStartTLS",
-            },
-            "storage": {"url": f"sqlite:///{tmp_path / 'reports.db'}"},
-            "reports": REPORTS,
-        }
+        data = config_data(grafana, smtp, tmp_path / "reports.db")
         for section, values in sections.items():
             data[section] = (
                 {**data.get(section, {}), **values} if isinstance(values, dict) else values

@@ -46,7 +46,7 @@ from sidecar.testing.grafana import GrafanaStandIn
 from sidecar.testing.grafana_standard import STANDARD
 from sidecar.testing.smtp import SmtpSink
 
-from .conftest import FIXTURES, REPORTS
+from .conftest import FIXTURES, config_data
 
 SPEC = (
     Path(__file__).resolve().parents[2] / "shared" / "reference" / "grafana-reporting-openapi.json"
@@ -149,26 +149,7 @@ def sidecar_config(grafana: GrafanaStandIn, smtp: SmtpSink, database: Path) -> C
     The fixture itself cannot serve here: its stand-ins live on pytest's loop, which does
     not run while a synchronous schemathesis test blocks in `requests`.
     """
-    return Config.model_validate(
-        {
-            "grafana": {
-                "url": grafana.url,
-                "public_url": "https://grafana.example.com/sub",
-                "token": STANDARD.sidecar_token,
-                "timeout_seconds": 5,
-            },
-            "auth": {"jwt_header": STANDARD.jwt_header},
-            "render": {"timeout_seconds": 5, "retries": 1},
-            "smtp": {
-                "host": smtp.host,
-                "port": smtp.port,
-                "from_address": "reports@example.com",
-                "starttls_policy": "NoStartTLS",
-            },
-            "storage": {"url": f"sqlite:///{database}"},
-            "reports": REPORTS,
-        }
-    )
+    return Config.model_validate(config_data(grafana, smtp, database))
 
 
 async def serve(database: Path, started: Future[LiveSidecar]) -> None:
