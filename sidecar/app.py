@@ -1,8 +1,9 @@
 """The composition root: `create_app(config)` builds every resource and closes it again.
 
 Resources live in one cleanup context, built in dependency order and closed in reverse:
-the HTTP session to Grafana (no cookie jar: callers' cookies must never be shared), the
-store, then the services that use them.
+the PDF fonts (read once, checked before anything opens), the HTTP session to Grafana (no
+cookie jar: callers' cookies must never be shared), the store, then the services that use
+them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -28,10 +30,11 @@ from sidecar.api import (
     not_found,
 )
 from sidecar.auth import Authorizer
-from sidecar.config import Config
-from sidecar.errors import SidecarError
+from sidecar.config import Config, PdfConfig
+from sidecar.errors import ConfigError, SidecarError
 from sidecar.grafana import GrafanaClient
 from sidecar.mail import Mailer
+from sidecar.pdf import InvalidFont, PdfFont, PdfFonts
 from sidecar.proxy import GrafanaProxy
 from sidecar.render import PanelRenderer
 from sidecar.service import ReportService
@@ -75,6 +78,68 @@ async def _reloading(
 
 
 logger = logging.getLogger(__name__)
+# Where distributions install DejaVu Sans: Debian and Ubuntu (fonts-dejavu-core), then
+# Fedora and Alpine.
+_FONT_FOLDERS = (Path("/usr/share/fonts/truetype/dejavu"), Path("/usr/share/fonts/dejavu"))
+
+
+def _installed_font(name: str) -> PdfFont | None:
+    """The font file `name` from the system's DejaVu folders; None if none is usable."""
+    for folder in _FONT_FOLDERS:
+        path = folder / name
+        try:
+            return PdfFont(path.read_bytes())
+        except OSError:
+            continue
+        except InvalidFont as exc:
+            logger.warning("%s is not used for PDF text: %s", path, exc)
+    return None
+
+
+def _pdf_fonts(config: PdfConfig) -> PdfFonts | None:
+    """The fonts report PDFs set text in (see `PdfConfig`), read and checked.
+
+    None means Helvetica. Blocking (file reads, font parsing): run it in a thread.
+
+    Raises:
+        ConfigError: a configured file cannot be read or is not a usable TrueType font;
+            each problem names its key.
+    """
+    problems: list[str] = []
+
+    def configured(key: str, path: str) -> PdfFont | None:
+        try:
+            return PdfFont(Path(path).read_bytes())
+        except OSError as exc:
+            problems.append(f"pdf.{key}: cannot read {path!r} ({exc.strerror})")
+        except InvalidFont as exc:
+            problems.append(f"pdf.{key}: {path!r} cannot be used: {exc}")
+        return None
+
+    if config.font_file:
+        regular = configured("font_file", config.font_file)
+    else:
+        regular = _installed_font("DejaVuSans.ttf")
+    if config.bold_font_file:
+        bold = configured("bold_font_file", config.bold_font_file)
+    elif config.font_file:
+        bold = regular  # a font chosen for its script must set the bold headers too
+    else:
+        bold = _installed_font("DejaVuSans-Bold.ttf")
+    if problems:
+        raise ConfigError(problems)
+    regular = bold if regular is None else regular
+    bold = regular if bold is None else bold
+    if regular is None or bold is None:
+        logger.warning(
+            "PDF text is set in Helvetica: no pdf.font_file, and DejaVu Sans is not installed"
+            " (characters outside Windows-1252 print as ?)"
+        )
+        return None
+    logger.info("PDF text is set in %s and %s", regular.face.name, bold.face.name)
+    return PdfFonts(regular=regular, bold=bold)
+
+
 # Report API bodies are small; Enterprise's logo uploads (3 MB) come with the API work.
 _MAX_BODY_BYTES = 1024 * 1024
 
@@ -101,6 +166,7 @@ def create_app(
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         """Open, publish, and finally close everything the handlers use."""
+        fonts = await asyncio.to_thread(_pdf_fonts, config.pdf)
         async with aiohttp.ClientSession(
             cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False
         ) as session:
@@ -124,6 +190,7 @@ def create_app(
                     mailer=Mailer(config.smtp),
                     store=store,
                     now=now,
+                    fonts=fonts,
                 )
                 await service.start()
                 app[SERVICE] = service

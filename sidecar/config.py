@@ -143,6 +143,19 @@ class RenderConfig(Section):
     theme: Literal["light", "dark"] = "light"
 
 
+class PdfConfig(Section):
+    """The fonts report PDFs set their text in (TrueType files; read once, at startup).
+
+    Empty `font_file`: DejaVu Sans from the system's font folders if installed, else the
+    standard Helvetica (Windows-1252 characters only). Empty `bold_font_file`: DejaVu Sans
+    Bold the same way when `font_file` is empty too, else `font_file` itself, so that a
+    font configured for its script also sets the bold headers.
+    """
+
+    font_file: str = ""
+    bold_font_file: str = ""
+
+
 class SmtpConfig(Section):
     """The SMTP server reports are sent through (Grafana's [smtp] semantics)."""
 
@@ -223,6 +236,7 @@ class Config(Section):
     grafana: GrafanaConfig = GrafanaConfig()
     auth: AuthConfig = AuthConfig()
     render: RenderConfig = RenderConfig()
+    pdf: PdfConfig = PdfConfig()
     smtp: SmtpConfig = SmtpConfig()
     storage: StorageConfig = StorageConfig()
     proxy: ProxyConfig = ProxyConfig()

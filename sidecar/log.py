@@ -82,6 +82,10 @@ def configure_logging(config: LogConfig) -> None:
             },
             "root": {"level": config.level.upper(), "handlers": ["stderr"]},
             # aiohttp's own access log is replaced by ours (one line, no credentials).
-            "loggers": {"aiohttp.access": {"level": "WARNING"}},
+            # fontTools narrates every font subset at INFO.
+            "loggers": {
+                "aiohttp.access": {"level": "WARNING"},
+                "fontTools": {"level": "WARNING"},
+            },
         }
     )

@@ -13,8 +13,8 @@ build_pdf(report) -> bytes   one page per plan entry, header and footer on every
 Layout (all lengths in PDF points, origin at the bottom left of the page):
 
 * A4: 842 x 595 landscape, 595 x 842 portrait; a margin of `MARGIN` (28 pt, about 10 mm).
-* Header band (when `show_header`): line 1 the report name (Helvetica-Bold 12) with the
-  generation date right-aligned; line 2 the dashboard title (Helvetica-Bold 10) with the
+* Header band (when `show_header`): line 1 the report name (bold 12) with the
+  generation date right-aligned; line 2 the dashboard title (bold 10) with the
   time range right-aligned; line 3 the variables, only when given; then a thin rule.
 * Footer band: `Page n/N` on the left, the logo (at most 120 x 20 pt) on the right.
 * `grid`: the 24 columns span the content width as they span a dashboard
@@ -45,21 +45,33 @@ goes into the output as views of the caller's PNG bytes, and one join at the end
 only copy. Building a report costs a few times what copying its PNG bytes costs
 (bench/pdf_assembly.py).
 
-Text uses the standard Helvetica fonts with WinAnsiEncoding, so nothing is embedded.
-Characters outside Windows-1252 become their closest Latin letter (`ő` -> `o`) or `?`.
+Text, without `PdfReport.fonts`, uses the standard Helvetica fonts with WinAnsiEncoding,
+so nothing is embedded: the fastest output, but characters outside Windows-1252 become
+their closest Latin letter (`ő` -> `o`) or `?`. With `fonts` (TrueType faces the caller
+has read, such as DejaVu Sans), text is set in them instead, and each face that shows any
+text is embedded as a subset holding just the glyphs the report shows (see "Embedded
+fonts" below): Cyrillic, Greek, CJK, whatever the font covers, searchable and copyable.
+Characters the font lacks become `?`. Text is set glyph by glyph, as with Helvetica: no
+kerning, ligatures or shaping, and no reordering of right-to-left scripts (Arabic and
+Hebrew show their letters in logical order, unjoined; their text still extracts as given).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import re
 import struct
 import unicodedata
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
+from fontTools import subset
+from fontTools.ttLib import TTFont, newTable
+from fontTools.ttLib.tables._c_m_a_p import CmapSubtable
 from PIL import Image
 from pypdf.generic import (
     DictionaryObject,
@@ -78,8 +90,11 @@ __all__ = [
     "DASHBOARD_WIDTH_PX",
     "MARGIN",
     "DashboardPdf",
+    "InvalidFont",
     "InvalidImage",
     "PanelImage",
+    "PdfFont",
+    "PdfFonts",
     "PdfReport",
     "Placement",
     "Rect",
@@ -130,6 +145,10 @@ class InvalidImage(ValueError):
     """A panel's image could not be read (neither a usable PNG nor anything Pillow opens)."""
 
 
+class InvalidFont(ValueError):
+    """Font bytes are not a TrueType font that reports can be set in."""
+
+
 @dataclass(frozen=True, slots=True)
 class PanelImage:
     """One rendered panel: its PNG, its place on the dashboard grid, and its title."""
@@ -161,6 +180,38 @@ class DashboardPdf:
     variables: str = ""
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class PdfFont:
+    """A TrueType font to set report text in: a .ttf's bytes, or a .ttc's (its first font).
+
+    Read and checked once, when made (about 50 ms for DejaVu Sans: make it once, at
+    startup, and share it; it never changes, so threads may share it too). Equal only to
+    itself: comparing fonts byte by byte would cost more than it tells.
+
+    Raises:
+        InvalidFont: `data` is no TrueType font, or one with CFF outlines (.otf), or one
+            without a Unicode character map.
+    """
+
+    data: bytes = field(repr=False)
+    # What build_pdf needs of the font, read from `data` once: see `_Face`.
+    face: _Face = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "face", _parse_font(self.data))
+
+
+@dataclass(frozen=True, slots=True)
+class PdfFonts:
+    """The two faces report text is set in; both may be the same font.
+
+    `bold` sets the report name, the dashboard titles and the row headers, `regular` the rest.
+    """
+
+    regular: PdfFont
+    bold: PdfFont
+
+
 @dataclass(frozen=True, slots=True)
 class PdfReport:
     """Everything `build_pdf` needs.
@@ -170,7 +221,10 @@ class PdfReport:
     input always gives the same bytes). `show_header=False` leaves the whole header band out
     (report name, date, dashboard title, time range, variables); the footer always shows.
     `grid_width_px` is the dashboard width (CSS px) that the content width stands for in the
-    grid layout: the width the panels were rendered at.
+    grid layout: the width the panels were rendered at. `fonts` None sets text in the
+    standard Helvetica (Windows-1252 characters only, nothing embedded); with fonts, text
+    is set in them and their used glyphs are embedded. Layout does not depend on the fonts:
+    only where long text is cut does.
     """
 
     name: str
@@ -182,6 +236,7 @@ class PdfReport:
     show_header: bool = True
     created: datetime | None = None
     grid_width_px: float = DASHBOARD_WIDTH_PX
+    fonts: PdfFonts | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -606,45 +661,576 @@ def _text_op(data: bytes, style: _Style, x: float, y: float) -> bytes:
     )
 
 
-def _pair_line(left: str, right: str, style: _Style, frame: Rect) -> list[bytes]:
+# Helvetica's capital letters are 0.72 em high (Helvetica.afm's CapHeight, 718).
+_HELVETICA_CAP_HEIGHT = 0.72
+
+
+class _Typesetter(Protocol):
+    """Text -> content-stream operators, in one set of fonts.
+
+    `fit` encodes text for `show` and `width`; the encoded bytes mean something only to the
+    typesetter that made them (Windows-1252 bytes for Helvetica, 2-byte glyph ids for
+    embedded fonts), and only for the face of the style they were made for.
+    """
+
+    def fit(self, text: str, style: _Style, max_width: float) -> bytes:
+        """`text` encoded, and cut to `max_width` points with a trailing ellipsis if wider."""
+
+    def width(self, data: bytes, style: _Style) -> float:
+        """The width in points of encoded `data` set in `style`."""
+
+    def show(self, data: bytes, style: _Style, x: float, y: float) -> bytes:
+        """Operators that draw encoded `data` with its baseline starting at (x, y)."""
+
+    def show_plain(self, text: str, style: _Style, x: float, y: float) -> bytes:
+        """Operators that draw this module's own ASCII `text` (page numbers, notes), uncut."""
+
+    def cap_height(self, style: _Style) -> float:
+        """The height of capital letters in the face of `style`, in ems."""
+
+
+class _StandardText:
+    """The standard Helvetica fonts with WinAnsiEncoding: nothing to embed, nothing to subset.
+
+    Each method is the function the module used before fonts could be embedded, so a
+    report without fonts comes out byte for byte as it did then.
+    """
+
+    __slots__ = ()
+
+    def fit(self, text: str, style: _Style, max_width: float) -> bytes:
+        """`text` as Windows-1252 bytes, cut to `max_width` points."""
+        return _truncate(_winansi(text), style, max_width)
+
+    def width(self, data: bytes, style: _Style) -> float:
+        """The width in points of Windows-1252 `data` in `style`."""
+        return _text_width(data, style)
+
+    def show(self, data: bytes, style: _Style, x: float, y: float) -> bytes:
+        """Operators that draw Windows-1252 `data` at (x, y)."""
+        return _text_op(data, style, x, y)
+
+    def show_plain(self, text: str, style: _Style, x: float, y: float) -> bytes:
+        """Operators that draw ASCII `text` at (x, y)."""
+        return _text_op(text.encode(), style, x, y)
+
+    def cap_height(self, style: _Style) -> float:  # noqa: ARG002 - same in both faces
+        """Helvetica's cap height."""
+        return _HELVETICA_CAP_HEIGHT
+
+
+_STANDARD_TEXT = _StandardText()
+
+
+def _pair_line(text: _Typesetter, left: str, right: str, style: _Style, frame: Rect) -> list[bytes]:
     """`left` in `style` and small grey `right` right-aligned on the baseline `frame.y`.
 
     The right part gets at most half the width; the left part is cut to what remains, so
     the two never overlap.
     """
     ops: list[bytes] = []
-    right_data = _truncate(_winansi(right), _SMALL_STYLE, frame.width / 2)
-    right_width = _text_width(right_data, _SMALL_STYLE)
+    right_data = text.fit(right, _SMALL_STYLE, frame.width / 2)
+    right_width = text.width(right_data, _SMALL_STYLE)
     if right_data:
-        ops.append(_text_op(right_data, _SMALL_STYLE, frame.right - right_width, frame.y))
+        ops.append(text.show(right_data, _SMALL_STYLE, frame.right - right_width, frame.y))
     left_room = frame.width - right_width - (_TEXT_GAP if right_data else 0.0)
-    left_data = _truncate(_winansi(left), style, left_room)
+    left_data = text.fit(left, style, left_room)
     if left_data:
-        ops.append(_text_op(left_data, style, frame.x, frame.y))
+        ops.append(text.show(left_data, style, frame.x, frame.y))
     return ops
 
 
-def _header_ops(report: PdfReport, dashboard: DashboardPdf, page: Rect) -> list[bytes]:
+def _header_ops(
+    text: _Typesetter, report: PdfReport, dashboard: DashboardPdf, page: Rect
+) -> list[bytes]:
     """The header band: report name and date, dashboard title and time range, variables."""
     width = page.width - 2 * MARGIN
     line_top = page.top - MARGIN
     baseline = line_top - _NAME_STYLE.size
-    ops = _pair_line(report.name, report.generated, _NAME_STYLE, Rect(MARGIN, baseline, width, 0))
+    frame = Rect(MARGIN, baseline, width, 0)
+    ops = _pair_line(text, report.name, report.generated, _NAME_STYLE, frame)
     line_top -= _NAME_LEADING
     baseline = line_top - _TITLE_STYLE.size
-    ops += _pair_line(
-        dashboard.title, dashboard.time_range, _TITLE_STYLE, Rect(MARGIN, baseline, width, 0)
-    )
+    frame = Rect(MARGIN, baseline, width, 0)
+    ops += _pair_line(text, dashboard.title, dashboard.time_range, _TITLE_STYLE, frame)
     line_top -= _TITLE_LEADING
     if dashboard.variables:
-        data = _truncate(_winansi(dashboard.variables), _SMALL_STYLE, width)
-        ops.append(_text_op(data, _SMALL_STYLE, MARGIN, line_top - _SMALL_STYLE.size))
+        data = text.fit(dashboard.variables, _SMALL_STYLE, width)
+        ops.append(text.show(data, _SMALL_STYLE, MARGIN, line_top - _SMALL_STYLE.size))
         line_top -= _VARIABLES_LEADING
     rule = _num(line_top - _HEADER_RULE_GAP / 2)
     ops.append(
         f"{_RULE_GREY} 0.5 w {_num(MARGIN)} {rule} m {_num(MARGIN + width)} {rule} l S".encode()
     )
     return ops
+
+
+# ---------------------------------------------------------------------------------------
+# Embedded fonts
+#
+# With `PdfReport.fonts`, each face that shows text is embedded as a composite font: a
+# Type0 font with the Identity-H encoding over a CIDFontType2 with /CIDToGIDMap /Identity,
+# so a string in a content stream is a hex string of 2-byte glyph ids of the font as the
+# caller gave it. A /W array gives the viewer the advance widths the layout used (hmtx,
+# in 1/1000 em), and a /ToUnicode CMap maps each glyph back to its text, for search, copy
+# and text extraction.
+#
+# Text is encoded while the pages are written, one at a time; which glyphs the report
+# shows is known only after the last page, and only then is each face subset, once per
+# report. fontTools keeps every used glyph at its own id (`retain_gids`) and empties the
+# rest, which is what lets the pages name glyph ids before the subset exists. The ids past
+# the last used glyph are cut off, and the empty ones before it cost 4 bytes each in loca
+# and hmtx, which deflate to almost nothing.
+#
+# fontTools takes about 12 ms to subset DejaVu Sans, most of it reading and writing the
+# glyf table. It would take 60: `PdfFont` drops, once, at startup, every table a subset
+# does not keep (GSUB and GPOS above all, which fontTools reads before it drops them).
+
+# Tables of the embedded program: what a TrueType rasteriser needs to draw glyphs
+# (ISO 32000-1, 9.9), plus OS/2 and name, which identify the font to viewers that ask; cmap
+# and post are rebuilt small for each subset. Left out: the hinting programs (fpgm, prep,
+# cvt; viewers draw at every scale, mostly unhinted, and DejaVu's instructions would
+# triple the subset's size), and the layout tables (GSUB, GPOS, kern): text is set glyph
+# by glyph, without shaping or kerning.
+_PROGRAM_TABLES = frozenset({"head", "hhea", "maxp", "hmtx", "loca", "glyf", "OS/2", "name"})
+_SUBSET_OPTIONS = {
+    "retain_gids": True,  # glyph ids are the CIDs the pages were written with
+    "hinting": False,
+    "notdef_outline": True,  # glyph 0 draws a box where the font has nothing better
+    "glyph_names": False,
+    "layout_features": [],
+    # Both look at the cmap, which the stored program no longer has.
+    "prune_unicode_ranges": False,
+    "prune_codepage_ranges": False,
+}
+# Glyph widths in PDF font dictionaries are in thousandths of an em.
+_GLYPH_SPACE = 1000
+_MAX_NAME = 48  # PostScript names are at most 63 characters; the subset tag takes 7
+_BFCHAR_BATCH = 100  # a CMap's beginbfchar section holds at most 100 entries
+_VARIATION_SELECTORS = (range(0xFE00, 0xFE10), range(0xE0100, 0xE01F0))
+
+
+def _is_variation_selector(char: str) -> bool:
+    """Whether `char` selects a glyph variant of the character before it."""
+    return any(ord(char) in block for block in _VARIATION_SELECTORS)
+
+
+_TO_UNICODE_HEAD = b"""/CIDInit /ProcSet findresource begin
+12 dict begin
+begincmap
+/CIDSystemInfo << /Registry (Adobe) /Ordering (UCS) /Supplement 0 >> def
+/CMapName /Adobe-Identity-UCS def
+/CMapType 2 def
+1 begincodespacerange
+<0000> <FFFF>
+endcodespacerange
+"""
+_TO_UNICODE_TAIL = b"""
+endcmap
+CMapName currentdict /CMapResource defineresource pop
+end
+end
+"""
+
+
+class _Face(NamedTuple):
+    """What build_pdf needs of one TrueType font, read from it once, by `PdfFont`."""
+
+    program: bytes  # the font (a collection's first) with only `_PROGRAM_TABLES`
+    name: str  # its PostScript name, cut to letters, digits, `-` and `_`
+    gids: Mapping[int, int]  # code point -> glyph id, from the font's best Unicode cmap
+    widths: tuple[int, ...]  # advance width of each glyph id, in 1/1000 em
+    descriptor: bytes  # the /FontDescriptor's metrics entries
+    cap_height: float  # in ems
+    space: int  # the glyph ids of " " and "?" (0, .notdef, where the font has none)
+    question: int
+    ellipsis: tuple[tuple[int, str], ...]  # what ends cut text: glyph ids and their text
+    post: tuple[float, int, int, int]  # italic angle, underline position and thickness, fixed
+
+
+def _parse_font(data: bytes) -> _Face:
+    """Read and check a TrueType font (a collection's first font); see `PdfFont`.
+
+    Raises:
+        InvalidFont: it is not one, or one that cannot be subset.
+    """
+    try:
+        collection = data[:4] == b"ttcf"
+        font = TTFont(
+            io.BytesIO(data),
+            fontNumber=0 if collection else -1,
+            recalcBBoxes=False,
+            recalcTimestamp=False,
+        )
+        face = _read_face(font)
+        # Every report subsets the font: one that cannot be subset must fail here, at
+        # startup, not in the middle of a report.
+        _subset_program(face, [face.question], {})
+    except InvalidFont:
+        raise
+    except Exception as error:
+        # fontTools reports a malformed font with anything from struct.error to KeyError.
+        raise InvalidFont(
+            f"not a readable TrueType font ({type(error).__name__}: {error})"
+        ) from error
+    return face
+
+
+def _read_face(font: TTFont) -> _Face:
+    """The metrics and the trimmed program of a font fontTools has opened.
+
+    Raises:
+        InvalidFont: it has no TrueType outlines or no Unicode cmap.
+    """
+    if "glyf" not in font or "loca" not in font:
+        raise InvalidFont(
+            "its outlines are not TrueType (glyf) outlines; OpenType fonts with CFF "
+            "outlines (most .otf files) are not supported"
+        )
+    cmap = font.getBestCmap()
+    if not cmap:
+        raise InvalidFont("it has no Unicode character map")
+    units = int(font["head"].unitsPerEm)
+    if not 16 <= units <= 16384:  # noqa: PLR2004 - the OpenType limits
+        raise InvalidFont(f"its unitsPerEm ({units}) is outside 16-16384")
+    order = font.getGlyphOrder()
+    ids = font.getReverseGlyphMap()
+    metrics = font["hmtx"].metrics
+    scale = _GLYPH_SPACE / units
+    widths = tuple(round(metrics[name][0] * scale) for name in order)
+    gids = {int(code): int(ids[name]) for code, name in cmap.items()}
+    descriptor, cap_height, post = _descriptor(font, scale)
+    question = gids.get(ord("?"), 0)
+    ellipsis: tuple[tuple[int, str], ...] = ((question, "?"),)
+    if ord("\u2026") in gids:
+        ellipsis = ((gids[ord("\u2026")], "\u2026"),)
+    elif ord(".") in gids:
+        ellipsis = ((gids[ord(".")], "."),) * 3
+    name = font["name"].getDebugName(6) if "name" in font else None
+    name = re.sub(r"[^A-Za-z0-9_-]", "", str(name or ""))[:_MAX_NAME] or "Font"
+    for tag in font.keys():  # noqa: SIM118 - keys() is a copy; iterating the font is not
+        if tag != "GlyphOrder" and tag not in _PROGRAM_TABLES:
+            del font[tag]
+    buffer = io.BytesIO()
+    font.save(buffer)
+    return _Face(
+        program=buffer.getvalue(),
+        name=name,
+        gids=gids,
+        widths=widths,
+        descriptor=descriptor,
+        cap_height=cap_height,
+        space=gids.get(ord(" "), 0),
+        question=question,
+        ellipsis=ellipsis,
+        post=post,
+    )
+
+
+def _descriptor(font: TTFont, scale: float) -> tuple[bytes, float, tuple[float, int, int, int]]:
+    """The font descriptor's metrics, the cap height in ems, and the post fields to keep."""
+    head, hhea = font["head"], font["hhea"]
+    os2 = font.get("OS/2")
+    post = font.get("post")
+    if os2 is not None and os2.version >= 2 and os2.sCapHeight > 0:  # noqa: PLR2004 - OS/2 v2 added it
+        cap = int(os2.sCapHeight)
+    else:
+        # Older fonts (DejaVu's OS/2 is version 1) do not say: measure the H.
+        cap = _top_of_h(font) or int(hhea.ascent)
+    weight = int(os2.usWeightClass) if os2 is not None else 400
+    italic = float(post.italicAngle) if post is not None else 0.0
+    fixed = int(post.isFixedPitch) if post is not None else 0
+    underline = (
+        (int(post.underlinePosition), int(post.underlineThickness)) if post is not None else (0, 0)
+    )
+    # Symbolic (4): the glyphs are reached by glyph id, not by a standard encoding.
+    flags = 4 | (1 if fixed else 0) | (64 if italic else 0)
+    # StemV is required but only used by viewers that substitute a missing font, which an
+    # embedded one never is: the usual estimate from the weight class will do.
+    stem = round(10 + 220 * (weight - 50) / 900)
+    box = [round(value * scale) for value in (head.xMin, head.yMin, head.xMax, head.yMax)]
+    entries = (
+        b"/Flags %d /FontBBox [%d %d %d %d] /ItalicAngle %s /Ascent %d /Descent %d"
+        b" /CapHeight %d /StemV %d"
+    ) % (
+        flags,
+        *box,
+        _num(italic).encode(),
+        round(hhea.ascent * scale),
+        round(hhea.descent * scale),
+        round(cap * scale),
+        stem,
+    )
+    return entries, cap * scale / _GLYPH_SPACE, (italic, *underline, fixed)
+
+
+def _top_of_h(font: TTFont) -> int | None:
+    """The height of the font's capital H in font units, or None without one."""
+    name = font.getBestCmap().get(ord("H"))
+    if name is None:
+        return None
+    glyph = font["glyf"][name]
+    top = getattr(glyph, "yMax", None)  # an empty glyph has no bounds
+    return int(top) if top else None
+
+
+def _subset_program(face: _Face, glyphs: Sequence[int], characters: Mapping[int, int]) -> bytes:
+    """The face's program with just `glyphs` (and .notdef), each at its own glyph id.
+
+    `characters` (code point -> glyph id) becomes the subset's cmap: viewers reach glyphs
+    through /CIDToGIDMap and do not read it, but some font loaders refuse a font without.
+    """
+    font = TTFont(io.BytesIO(face.program), recalcTimestamp=False)
+    subsetter = subset.Subsetter(subset.Options(**_SUBSET_OPTIONS))
+    subsetter.populate(gids=[0, *glyphs])
+    subsetter.subset(font)
+    post = newTable("post")
+    post.formatType = 3.0  # no glyph names
+    post.italicAngle, post.underlinePosition, post.underlineThickness, post.isFixedPitch = face.post
+    post.minMemType42 = post.maxMemType42 = post.minMemType1 = post.maxMemType1 = 0
+    font["post"] = post
+    order = font.getGlyphOrder()
+    names = {code: order[gid] for code, gid in characters.items() if gid < len(order)}
+    cmap = newTable("cmap")
+    cmap.tableVersion = 0
+    cmap.tables = []
+    bmp = {code: name for code, name in names.items() if code <= 0xFFFF}  # noqa: PLR2004
+    # Windows Unicode: format 4 for the Basic Multilingual Plane, 12 for all of it.
+    for format_number, encoding, mapping in ((4, 1, bmp), (12, 10, names)):
+        if format_number == 12 and len(bmp) == len(names):  # noqa: PLR2004
+            continue
+        table = CmapSubtable.newSubtable(format_number)
+        table.platformID, table.platEncID, table.language = 3, encoding, 0
+        table.cmap = mapping
+        cmap.tables.append(table)
+    font["cmap"] = cmap
+    buffer = io.BytesIO()
+    font.save(buffer)
+    return buffer.getvalue()
+
+
+@dataclass(slots=True)
+class _FaceUse:
+    """One face in one report: the glyphs shown, and the text each glyph stands for."""
+
+    face: _Face
+    shown: set[int] = field(default_factory=set)
+    # The first text each glyph id was drawn for: what the ToUnicode CMap maps it back to.
+    # (Two characters on one glyph, such as a space and a no-break space in some fonts,
+    # come back as the first.)
+    text: dict[int, str] = field(default_factory=dict)
+
+
+def _glyph_bytes(glyphs: Sequence[int]) -> bytes:
+    """Glyph ids as the 2-byte big-endian codes of Identity-H."""
+    return struct.pack(f">{len(glyphs)}H", *glyphs)
+
+
+def _glyph_ids(data: bytes) -> tuple[int, ...]:
+    """The glyph ids in Identity-H codes."""
+    return struct.unpack(f">{len(data) // 2}H", data)
+
+
+class _EmbeddedText:
+    """Text set in the report's TrueType fonts; `write_fonts` embeds what was shown."""
+
+    __slots__ = ("_faces",)
+
+    def __init__(self, fonts: PdfFonts) -> None:
+        regular = _FaceUse(fonts.regular.face)
+        # One font for both faces (as when only `font_file` is configured): one subset.
+        same = fonts.bold is fonts.regular
+        self._faces = {"regular": regular, "bold": regular if same else _FaceUse(fonts.bold.face)}
+
+    def _clusters(self, text: str, use: _FaceUse) -> list[tuple[int, ...]]:
+        """`text` as glyph ids, each letter with the combining marks after it.
+
+        Cuts fall between clusters, so that no cut separates a letter from its accents.
+        As in `_winansi`, control characters become spaces and invisible format characters
+        vanish (a soft hyphen would otherwise show). A variation selector the font lacks
+        vanishes too (one it has is an invisible glyph, kept so that the text extracts as
+        given). Another character the font lacks is drawn as its compatibility
+        decomposition if the font has all of that (`㎏` -> `kg`), else as `?`.
+        """
+        face = use.face
+        gids = face.gids
+        seen = use.text
+        clusters: list[tuple[int, ...]] = []
+        for char in text:
+            category = unicodedata.category(char)
+            gid = gids.get(ord(char)) if category not in {"Cc", "Cf", "Cs"} else None
+            if gid is not None:
+                seen.setdefault(gid, char)
+                if clusters and unicodedata.combining(char):
+                    clusters[-1] += (gid,)
+                else:
+                    clusters.append((gid,))
+            elif category == "Cc":
+                seen.setdefault(face.space, " ")
+                clusters.append((face.space,))
+            elif category != "Cf" and not _is_variation_selector(char):
+                clusters.append(self._substitute(char, use))
+        return clusters
+
+    @staticmethod
+    def _substitute(char: str, use: _FaceUse) -> tuple[int, ...]:
+        """Glyphs for a character the font lacks: its decomposition, or `?`."""
+        face = use.face
+        decomposed = unicodedata.normalize("NFKD", char)
+        if decomposed != char:
+            found = [face.gids.get(ord(part)) for part in decomposed]
+            glyphs = [gid for gid in found if gid is not None]
+            if glyphs and len(glyphs) == len(found):
+                for gid, part in zip(glyphs, decomposed, strict=True):
+                    use.text.setdefault(gid, part)
+                return tuple(glyphs)
+        use.text.setdefault(face.question, "?")
+        return (face.question,)
+
+    def fit(self, text: str, style: _Style, max_width: float) -> bytes:
+        """`text` as glyph ids of the style's face, cut to `max_width` points."""
+        use = self._faces[style.font]
+        clusters = self._clusters(text, use)
+        widths = use.face.widths
+        room = max_width * _GLYPH_SPACE / style.size
+        if sum(widths[gid] for cluster in clusters for gid in cluster) > room:
+            clusters = self._cut(clusters, use, room)
+        return _glyph_bytes([gid for cluster in clusters for gid in cluster])
+
+    @staticmethod
+    def _cut(clusters: list[tuple[int, ...]], use: _FaceUse, room: float) -> list[tuple[int, ...]]:
+        """As many clusters as fit in `room` (1/1000 em) with the ellipsis after them."""
+        face = use.face
+        widths = face.widths
+        budget = room - sum(widths[gid] for gid, _ in face.ellipsis)
+        used = 0
+        kept = 0
+        for kept, cluster in enumerate(clusters):  # noqa: B007 - `kept` is the result
+            used += sum(widths[gid] for gid in cluster)
+            if used > budget:
+                break
+        head = clusters[:kept]
+        while head and head[-1] == (face.space,):
+            head.pop()
+        for gid, text in face.ellipsis:
+            use.text.setdefault(gid, text)
+        return [*head, tuple(gid for gid, _ in face.ellipsis)]
+
+    def width(self, data: bytes, style: _Style) -> float:
+        """The width in points of glyph-id `data` in `style`."""
+        widths = self._faces[style.font].face.widths
+        return sum(map(widths.__getitem__, _glyph_ids(data))) * style.size / _GLYPH_SPACE
+
+    def show(self, data: bytes, style: _Style, x: float, y: float) -> bytes:
+        """Operators that draw glyph-id `data` at (x, y); its glyphs go into the subset."""
+        self._faces[style.font].shown.update(_glyph_ids(data))
+        name = _FONTS[style.font][0]
+        return b"BT %s %s %s Tf %s %s Td <%s> Tj ET" % (
+            style.colour.encode(),
+            name.encode(),
+            _num(style.size).encode(),
+            _num(x).encode(),
+            _num(y).encode(),
+            data.hex().encode(),
+        )
+
+    def show_plain(self, text: str, style: _Style, x: float, y: float) -> bytes:
+        """Operators that draw `text` at (x, y), uncut."""
+        return self.show(self.fit(text, style, float("inf")), style, x, y)
+
+    def cap_height(self, style: _Style) -> float:
+        """The cap height of the style's face (OS/2), in ems."""
+        return self._faces[style.font].face.cap_height
+
+    def write_fonts(self, file: _PdfFile) -> None:
+        """Write the font objects the pages' font resources name, embedding what was shown.
+
+        A face that showed nothing gets the standard font's dictionary instead: no page
+        draws with it, and subsetting a font for nothing would cost 10 ms or more.
+        """
+        written: dict[int, bytes] = {}
+        for face_name, use in self._faces.items():
+            number = _FONT_NUMBERS[face_name]
+            if not use.shown:
+                file.put(number, _CONSTANT_OBJECTS[number])
+                continue
+            if id(use) not in written:
+                written[id(use)] = _type0_font(file, use)
+            file.put(number, written[id(use)])
+
+
+def _type0_font(file: _PdfFile, use: _FaceUse) -> bytes:
+    """Write the subset font program and its dictionaries; return the Type0 font's."""
+    face = use.face
+    glyphs = sorted(use.shown)
+    characters = {ord(text): gid for gid, text in use.text.items() if gid in use.shown}
+    program = _subset_program(face, glyphs, characters)
+    base_font = b"/%s+%s" % (_subset_tag(face, glyphs), face.name.encode())
+    program_number = file.add_stream(
+        b"/Length1 %d /Filter /FlateDecode" % len(program), (zlib.compress(program),)
+    )
+    descriptor = file.add(
+        b"<< /Type /FontDescriptor /FontName %s %s /FontFile2 %d 0 R >>"
+        % (base_font, face.descriptor, program_number)
+    )
+    cid_font = file.add(
+        b"<< /Type /Font /Subtype /CIDFontType2 /BaseFont %s"
+        b" /CIDSystemInfo << /Registry (Adobe) /Ordering (Identity) /Supplement 0 >>"
+        b" /FontDescriptor %d 0 R /DW %d /W %s /CIDToGIDMap /Identity >>"
+        % (base_font, descriptor, _GLYPH_SPACE, _widths_array(glyphs, face.widths))
+    )
+    cmap = _to_unicode(glyphs, use.text)
+    to_unicode = file.add_stream(b"/Filter /FlateDecode", (zlib.compress(cmap),))
+    return (
+        b"<< /Type /Font /Subtype /Type0 /BaseFont %s /Encoding /Identity-H"
+        b" /DescendantFonts [%d 0 R] /ToUnicode %d 0 R >>" % (base_font, cid_font, to_unicode)
+    )
+
+
+def _subset_tag(face: _Face, glyphs: Sequence[int]) -> bytes:
+    """Six capital letters naming this subset (ISO 32000-1, 9.6.4).
+
+    Taken from the glyphs it holds, so that the same report gives the same bytes, and two
+    different subsets of a font almost surely get different names.
+    """
+    digest = hashlib.sha256(face.name.encode() + _glyph_bytes(glyphs)).digest()
+    return bytes(ord("A") + byte % 26 for byte in digest[:6])
+
+
+def _widths_array(glyphs: Sequence[int], widths: Sequence[int]) -> bytes:
+    """A CIDFont's /W array for sorted `glyphs`: one `first [w w ...]` per run of ids."""
+    runs: list[bytes] = []
+    first = previous = -2
+    row: list[bytes] = []
+    for gid in glyphs:
+        if gid != previous + 1 and row:
+            runs.append(b"%d [%s]" % (first, b" ".join(row)))
+            row = []
+        if not row:
+            first = gid
+        row.append(b"%d" % widths[gid])
+        previous = gid
+    if row:
+        runs.append(b"%d [%s]" % (first, b" ".join(row)))
+    return b"[%s]" % b" ".join(runs)
+
+
+def _to_unicode(glyphs: Sequence[int], text: Mapping[int, str]) -> bytes:
+    """A ToUnicode CMap mapping each of `glyphs` to its text, as UTF-16BE."""
+    entries = [
+        b"<%04X> <%s>" % (gid, text[gid].encode("utf-16-be").hex().upper().encode())
+        for gid in glyphs
+        if gid in text
+    ]
+    sections = [
+        b"%d beginbfchar\n%s\nendbfchar"
+        % (
+            len(entries[start : start + _BFCHAR_BATCH]),
+            b"\n".join(entries[start : start + _BFCHAR_BATCH]),
+        )
+        for start in range(0, len(entries), _BFCHAR_BATCH)
+    ]
+    return _TO_UNICODE_HEAD + b"\n".join(sections) + _TO_UNICODE_TAIL
 
 
 # ---------------------------------------------------------------------------------------
@@ -795,6 +1381,12 @@ def _constant_objects() -> dict[int, bytes]:
 
 
 _CONSTANT_OBJECTS = _constant_objects()
+# What a report with embedded fonts shares with every other: all but the Helvetica fonts.
+_SHARED_OBJECTS = {
+    number: body
+    for number, body in _CONSTANT_OBJECTS.items()
+    if number not in _FONT_NUMBERS.values()
+}
 
 
 def _page_tree(pages: Sequence[int]) -> bytes:
@@ -1103,13 +1695,13 @@ def _image_op(name: bytes, rect: Rect) -> bytes:
     return b"q %.3f 0 0 %.3f %.3f %.3f cm %s Do Q" % (rect.width, rect.height, rect.x, rect.y, name)
 
 
-def _section_op(title: str, rect: Rect) -> bytes:
+def _section_op(text: _Typesetter, title: str, rect: Rect) -> bytes:
     """A row header's text, vertically centred in its band."""
     style = _Style("bold", min(_SECTION_MAX_SIZE, rect.height * 0.75))
-    data = _truncate(_winansi(title), style, rect.width)
-    # 0.72 em is Helvetica's cap height: centre the capitals, not the em box.
-    baseline = rect.y + (rect.height - style.size * 0.72) / 2
-    return _text_op(data, style, rect.x, baseline)
+    data = text.fit(title, style, rect.width)
+    # Centre the capitals, not the em box.
+    baseline = rect.y + (rect.height - style.size * text.cap_height(style)) / 2
+    return text.show(data, style, rect.x, baseline)
 
 
 def _pdf_date(moment: datetime) -> str:
@@ -1157,6 +1749,7 @@ class _Document:
     file: _PdfFile
     logo: _Embedded | None
     page_count: int
+    text: _Typesetter
     media_box: bytes = field(init=False)
     # The logo sits at the same place on every page: drawn once (empty without a logo).
     logo_op: bytes = field(init=False)
@@ -1183,7 +1776,7 @@ class _Document:
                 page_w, page_h = _page_size(self.report.orientation)
                 page = Rect(0, 0, page_w, page_h)
                 dashboard = self.report.dashboards[number]
-                found = b"\n".join(_header_ops(self.report, dashboard, page))
+                found = b"\n".join(_header_ops(self.text, self.report, dashboard, page))
             self.headers[number] = found
         return found
 
@@ -1209,10 +1802,11 @@ def _write_page(document: _Document, number: int, plan: _PagePlan) -> int:
     """
     report = document.report
     dashboard = report.dashboards[plan.dashboard]
-    label = f"Page {number + 1}/{document.page_count}".encode()
+    text = document.text
+    label = f"Page {number + 1}/{document.page_count}"
     ops = [
         document.header(plan.dashboard),
-        _text_op(label, _PAGE_NUMBER_STYLE, MARGIN, MARGIN + _PAGE_NUMBER_RISE),
+        text.show_plain(label, _PAGE_NUMBER_STYLE, MARGIN, MARGIN + _PAGE_NUMBER_RISE),
     ]
     xobjects: list[tuple[bytes, int]] = []
     if document.logo is not None:
@@ -1221,7 +1815,7 @@ def _write_page(document: _Document, number: int, plan: _PagePlan) -> int:
     for slot, placement in enumerate(plan.placements):
         item = placement.item
         if isinstance(item, SectionTitle):
-            ops.append(_section_op(item.title, placement.rect))
+            ops.append(_section_op(text, item.title, placement.rect))
             continue
         image = document.image(item, dashboard)
         name = b"/Im%d" % slot
@@ -1229,7 +1823,8 @@ def _write_page(document: _Document, number: int, plan: _PagePlan) -> int:
         ops.append(_image_op(name, placement.rect.fit(image.width, image.height)))
     if not dashboard.items:
         box = content_box(report, plan.dashboard)
-        ops.append(_text_op(b"This dashboard has no panels.", _SMALL_STYLE, box.x, box.top - 10))
+        note = "This dashboard has no panels."
+        ops.append(text.show_plain(note, _SMALL_STYLE, box.x, box.top - 10))
     # Left uncompressed: a page's operators are a few hundred bytes, next to the images'
     # hundreds of kilobytes, and compressing them would cost more time than it saves.
     contents = document.file.add_stream(b"", (b"\n".join(ops),))
@@ -1239,6 +1834,9 @@ def _write_page(document: _Document, number: int, plan: _PagePlan) -> int:
 def build_pdf(report: PdfReport) -> bytes:
     """The report as PDF bytes, laid out as `plan_pages(report)` says.
 
+    With `report.fonts`, the faces that show text are subset once each, after the last
+    page (about 12 ms a face for DejaVu Sans); without, text is Helvetica.
+
     Raises:
         ValueError: the report has no dashboards, or `grid_width_px` is not positive.
         InvalidImage: a panel's PNG or the logo cannot be read.
@@ -1246,7 +1844,9 @@ def build_pdf(report: PdfReport) -> bytes:
     plan = _plan(report)
     # Soft masks need PDF 1.4.
     file = _PdfFile(b"1.4", _FIRST_FREE)
-    for number, body in _CONSTANT_OBJECTS.items():
+    embedded = None if report.fonts is None else _EmbeddedText(report.fonts)
+    # Embedded fonts are written last, when the glyphs are known; Helvetica at once.
+    for number, body in (_CONSTANT_OBJECTS if embedded is None else _SHARED_OBJECTS).items():
         file.put(number, body)
     file.put(_INFO, _info(report))
     logo = None
@@ -1255,7 +1855,10 @@ def build_pdf(report: PdfReport) -> bytes:
             logo = _embed(file, report.logo_png)
         except InvalidImage as error:
             raise InvalidImage(f"logo: {error}") from error
-    document = _Document(report, file, logo, len(plan))
+    text: _Typesetter = _STANDARD_TEXT if embedded is None else embedded
+    document = _Document(report, file, logo, len(plan), text)
     pages = [_write_page(document, number, page_plan) for number, page_plan in enumerate(plan)]
+    if embedded is not None:
+        embedded.write_fonts(file)
     file.put(_PAGE_TREE, _page_tree(pages))
     return file.finish(_CATALOG, _INFO)

@@ -1,4 +1,4 @@
-"""Use cases: report definitions (provisioned and stored), send now, test email, PDF preview.
+"""Use cases: report definitions, send now, test email, PDF preview, CSV export.
 
 Reports live in two places: `sidecar.yaml` (provisioned: read-only through the API, like
 Grafana's provisioned dashboards) and the store. Every use case answers only within the
@@ -19,7 +19,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 from urllib.parse import urlencode
@@ -28,7 +28,22 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sidecar import log
 from sidecar.auth import Authorizer, DashboardInfo, Identity
 from sidecar.config import Config
-from sidecar.errors import InvalidInput, NotFound, RenderError, SidecarError
+from sidecar.csvexport import (
+    TABLE_TYPES,
+    CsvEncoding,
+    DataSources,
+    Frame,
+    NotQueryable,
+    TableData,
+    Variables,
+    build_zip,
+    find_panel,
+    frames_of,
+    interval_ms,
+    panel_models,
+    panel_queries,
+)
+from sidecar.errors import InvalidInput, NotFound, RenderError, SidecarError, UpstreamError
 from sidecar.grafana import GrafanaClient
 from sidecar.layout import (
     DashboardLayout,
@@ -51,6 +66,7 @@ from sidecar.pdf import (
     DashboardPdf,
     InvalidImage,
     PanelImage,
+    PdfFonts,
     PdfReport,
     SectionTitle,
     build_pdf,
@@ -80,6 +96,43 @@ class _Rendered:
     link: DashboardLink
 
 
+@dataclass(slots=True)
+class _TableJob:
+    """One table panel of a CSV export: where its queries come from, then its frames."""
+
+    dashboard_uid: str
+    dashboard_title: str
+    org_id: int
+    panel: PanelToRender
+    model: Mapping[str, Any] | None
+    models: Sequence[Mapping[str, Any]]
+    variables: Variables
+    from_ms: int
+    to_ms: int
+    zone: tzinfo
+    width_px: int
+    frames: list[Frame] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        """How messages name the panel: `<dashboard> / <panel>`."""
+        return f"{self.dashboard_title} / {self.panel.name}"
+
+
+class TableDataError(RenderError):
+    """Table panels whose data could not be queried for a CSV export (names each one)."""
+
+    def __init__(self, failures: Mapping[str, str], *, retryable: bool) -> None:
+        listed = "; ".join(f"{name}: {why}" for name, why in failures.items())
+        # RenderError's own message speaks of rendering; this one of the failed queries.
+        UpstreamError.__init__(
+            self,
+            f"Failed to query the data of {len(failures)} table panel(s): {listed}",
+            retryable=retryable,
+        )
+        self.failures = dict(failures)
+
+
 class ReportService:
     """Sends reports: the one path every send takes, from the API or (later) a schedule."""
 
@@ -93,8 +146,11 @@ class ReportService:
         mailer: Mailer,
         store: SqliteStore,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        fonts: PdfFonts | None = None,
     ) -> None:
         self._config = config
+        # Read once at startup by the caller; None sets PDF text in Helvetica.
+        self._fonts = fonts
         self._grafana = grafana
         self._authorizer = authorizer
         self._renderer = renderer
@@ -242,6 +298,139 @@ class ReportService:
         settings = await self.settings(identity.org_id)
         attachments, _ = await self._build(report, settings)
         return attachments[0].content
+
+    # -- CSV export ----------------------------------------------------------------------
+
+    async def render_csvs(
+        self, identity: Identity, dashboards: Sequence[ReportDashboard], encoding: CsvEncoding
+    ) -> bytes | None:
+        """A ZIP of the data of every table panel as CSV; None when no dashboard has one.
+
+        Same order as a PDF: the caller's view of every dashboard is checked first, with
+        the caller's credentials (403); only then, with the sidecar's token, are the
+        dashboards read and each table panel's queries sent to `/api/ds/query` (at most
+        `render.concurrency` at once, each within `render.timeout_seconds`). Any failed
+        query fails the export (500 naming every such panel); the ZIP is built off the loop.
+        """
+        if not dashboards:
+            raise InvalidInput("The report has no dashboard")
+        await self._authorizer.require_dashboards(
+            identity, [ref.dashboard.uid for ref in dashboards]
+        )
+        now = self._now()
+        planned = await asyncio.gather(
+            *(self._table_jobs(ref, identity.org_id, now) for ref in dashboards)
+        )
+        jobs = [job for found in planned for job in found]
+        if not jobs:
+            return None
+        data_sources = DataSources.from_frontend_settings(
+            await self._grafana.frontend_settings(identity.org_id)
+        )
+        slots = asyncio.Semaphore(self._config.render.concurrency)
+        errors = await asyncio.gather(
+            *(self._query_table(job, data_sources, slots) for job in jobs)
+        )
+        failures = {job.name: error for job, error in zip(jobs, errors, strict=True) if error}
+        if failures:
+            raise TableDataError(
+                {name: str(error) for name, error in failures.items()},
+                retryable=any(
+                    isinstance(error, UpstreamError) and error.retryable
+                    for error in failures.values()
+                ),
+            )
+        tables = [
+            TableData(job.dashboard_title, job.panel.name, tuple(job.frames), job.zone)
+            for job in jobs
+        ]
+        return await asyncio.to_thread(build_zip, tables, encoding=encoding, created=now)
+
+    async def _table_jobs(
+        self, ref: ReportDashboard, org_id: int, now: datetime
+    ) -> list[_TableJob]:
+        """The table panels of one dashboard (read with the sidecar's token).
+
+        Rows, repeats and library panels are resolved as for the PDF; each panel comes
+        with the time range and the variables its queries use.
+        """
+        found = await self._grafana.dashboard(ref.dashboard.uid, org_id)
+        dashboard: Mapping[str, Any] = found.get("dashboard") or {}
+        uids = sorted(library_panel_uids(dashboard))
+        models = await asyncio.gather(*(self._grafana.library_panel(uid, org_id) for uid in uids))
+        library_panels = dict(zip(uids, models, strict=True))
+        layout = plan_dashboard(
+            dashboard, variables=ref.report_variables, library_panels=library_panels
+        )
+        tables = [panel for panel in layout.panels if panel.type in TABLE_TYPES]
+        if not tables:
+            return []
+        _, zone = await _dashboard_zone(dashboard)
+        time_range = ref.time_range if ref.time_range.from_ or ref.time_range.to else None
+        start, end = _resolve(time_range or _saved_range(dashboard), now=now, zone=zone)
+        from_ms, to_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+        every_panel = panel_models(dashboard, library_panels)
+        return [
+            _TableJob(
+                dashboard_uid=ref.dashboard.uid,
+                dashboard_title=str(dashboard.get("title") or ref.dashboard.uid),
+                org_id=org_id,
+                panel=panel,
+                model=find_panel(every_panel, panel.panel_id, panel.title, panel.type),
+                models=every_panel,
+                variables=Variables.of(
+                    dashboard,
+                    report=ref.report_variables,
+                    panel=panel.variables,
+                    from_ms=from_ms,
+                    to_ms=to_ms,
+                ),
+                from_ms=from_ms,
+                to_ms=to_ms,
+                zone=zone,
+                width_px=panel_width_px(panel, self._config.render.width),
+            )
+            for panel in tables
+        ]
+
+    async def _query_table(
+        self, job: _TableJob, data_sources: DataSources, slots: asyncio.Semaphore
+    ) -> Exception | None:
+        """Run one table panel's queries into `job.frames`; the error instead, if one fails."""
+        if job.model is None:
+            return NotQueryable("its JSON was not found in the dashboard")
+        points = _positive_int(job.model.get("maxDataPoints")) or job.width_px
+        minimum = job.variables.interpolate(job.model.get("interval"))  # may be `$resolution`
+        step = interval_ms(job.to_ms - job.from_ms, points, minimum)
+        try:
+            batches = panel_queries(
+                job.model,
+                models=job.models,
+                data_sources=data_sources,
+                variables=job.variables,
+                max_data_points=points,
+                interval=step,
+            )
+            for queries in batches:
+                async with slots:
+                    results = await self._grafana.query_data(
+                        {"queries": queries, "from": str(job.from_ms), "to": str(job.to_ms)},
+                        org_id=job.org_id,
+                        timeout_seconds=self._config.render.timeout_seconds,
+                        # What Grafana's frontend sends along, for Grafana's query logs.
+                        headers={
+                            "X-Dashboard-Uid": job.dashboard_uid,
+                            "X-Panel-Id": str(job.panel.panel_id),
+                        },
+                    )
+                # With an expression, hidden queries are sent but their results not shown.
+                hidden = {query["refId"] for query in queries if query.get("hide") is True}
+                shown = {ref: result for ref, result in results.items() if ref not in hidden}
+                job.frames.extend(frames_of(shown, [query["refId"] for query in queries]))
+        except (SidecarError, ValueError) as exc:
+            # NotQueryable and InvalidFrame are ValueErrors; each message says what failed.
+            return exc
+        return None
 
     # -- settings ------------------------------------------------------------------------
 
@@ -402,6 +591,7 @@ class ReportService:
                 grid_width_px=self._config.render.width,
                 logo_png=logo[1] if logo and logo[0] in _RASTER_TYPES else None,
                 show_header=settings.pdf_header_enabled,
+                fonts=self._fonts,
             )
             try:
                 content = await asyncio.to_thread(build_pdf, pdf)
@@ -537,6 +727,13 @@ def _resolve(time_range: TimeRange, *, now: datetime, zone: tzinfo) -> tuple[dat
     except ValueError as exc:
         raise InvalidInput(f"The report's time range is invalid: {exc}") from exc
     return start.astimezone(zone), end.astimezone(zone)
+
+
+def _positive_int(value: Any) -> int | None:
+    """A JSON number as a positive int (e.g. a panel's `maxDataPoints`), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 1 <= value < 2**31:
+        return None
+    return int(value)
 
 
 def _render_variables(variables: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:

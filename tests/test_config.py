@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
+from sidecar.app import create_app
 from sidecar.config import Config, Section, load_config
 from sidecar.errors import ConfigError
 
@@ -181,6 +184,43 @@ reports:
 def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
     """--config naming a file that is not there fails (the default path may be absent)."""
     assert problems(tmp_path / "absent.yaml")[0].endswith("no such file")
+
+
+@pytest.mark.parametrize(
+    ("key", "content", "expected"),
+    [
+        ("font_file", None, "pdf.font_file: cannot read '{path}' (No such file or directory)"),
+        ("font_file", b"not a font", "pdf.font_file: '{path}' cannot be used: not a readable"),
+        ("bold_font_file", b"", "pdf.bold_font_file: '{path}' cannot be used: not a readable"),
+    ],
+)
+async def test_an_unusable_font_file_stops_startup(
+    tmp_path: Path, key: str, content: bytes | None, expected: str
+) -> None:
+    """A font file that cannot be read, or is no TrueType font, stops startup.
+
+    pdf.font_file and pdf.bold_font_file (here from the environment) are read when the app
+    starts; the config error names the key.
+    """
+    font = tmp_path / "font.ttf"
+
+    def configure() -> Config:
+        """The font file and the config naming it (file I/O: off the event loop)."""
+        if content is not None:
+            font.write_bytes(content)
+        path = write(tmp_path, f"storage:\n  url: sqlite:///{tmp_path / 'reports.db'}\n")
+        return load_config(path, {f"SIDECAR_PDF_{key.upper()}": str(font)})
+
+    config = await asyncio.to_thread(configure)
+    assert getattr(config.pdf, key) == str(font)
+    runner = web.AppRunner(create_app(config))
+    try:
+        with pytest.raises(ConfigError) as caught:
+            await runner.setup()
+    finally:
+        await runner.cleanup()
+    (problem,) = caught.value.problems
+    assert problem.startswith(expected.format(path=font)), problem
 
 
 def run_cli(*args: str, environ: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

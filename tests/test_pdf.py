@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import io
+import itertools
 import json
 import logging
 import re
 import struct
+import unicodedata
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -15,6 +19,11 @@ from typing import Any
 
 import pypdfium2 as pdfium
 import pytest
+from fontTools.fontBuilder import FontBuilder
+from fontTools.pens.t2CharStringPen import T2CharStringPen
+from fontTools.pens.ttGlyphPen import TTGlyphPen
+from fontTools.ttLib import TTFont
+from fontTools.ttLib.ttCollection import TTCollection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageCms
@@ -26,8 +35,11 @@ from sidecar import pdf
 from sidecar.model import GridPos, Layout, Orientation
 from sidecar.pdf import (
     DashboardPdf,
+    InvalidFont,
     InvalidImage,
     PanelImage,
+    PdfFont,
+    PdfFonts,
     PdfReport,
     Rect,
     SectionTitle,
@@ -909,7 +921,7 @@ def test_placements_stay_inside_and_never_overlap(
 # pypdf's writer)
 
 
-def kitchen_sink_report() -> PdfReport:
+def kitchen_sink_report(fonts: PdfFonts | None = None) -> PdfReport:
     """Two dashboards with every kind of image the writer handles, a logo and row headers."""
     opaque_rgba = [
         b"".join(row[i : i + 3] + b"\xff" for i in range(0, len(row), 3))
@@ -937,6 +949,7 @@ def kitchen_sink_report() -> PdfReport:
         generated="now",
         logo_png=solid_png((0, 0, 0, 128), mode="RGBA"),
         created=datetime(2026, 11, 26, 10, 0, tzinfo=UTC),
+        fonts=fonts,
     )
 
 
@@ -962,13 +975,14 @@ def xref_table(data: bytes) -> tuple[dict[int, int], int]:
     return {number: int(row[:10]) for number, row in enumerate(rows) if number}, int(size[1])
 
 
-def test_xref_offsets_point_at_their_objects() -> None:
+@pytest.mark.parametrize("with_fonts", [False, True], ids=["helvetica", "embedded"])
+def test_xref_offsets_point_at_their_objects(with_fonts: bool, dejavu: PdfFonts) -> None:
     """Every xref entry is where its object starts; every stream's /Length is exact.
 
     Most readers trust both (qpdf, PDFium, pypdf): a wrong offset or length would make them
     fall back to reconstructing the file, or fail.
     """
-    data = build_pdf(kitchen_sink_report())
+    data = build_pdf(kitchen_sink_report(dejavu if with_fonts else None))
     offsets, size = xref_table(data)
     assert sorted(offsets) == list(range(1, size))
     for number, offset in offsets.items():
@@ -982,12 +996,15 @@ def test_xref_offsets_point_at_their_objects() -> None:
             assert data[end:].startswith(b"\nendstream\nendobj\n"), number
 
 
-def test_every_object_reads_strictly(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("with_fonts", [False, True], ids=["helvetica", "embedded"])
+def test_every_object_reads_strictly(
+    caplog: pytest.LogCaptureFixture, with_fonts: bool, dejavu: PdfFonts
+) -> None:
     """The strict reader resolves every object and image without a warning.
 
     Each page names the page tree as its parent, and the tree counts them all.
     """
-    data = build_pdf(kitchen_sink_report())
+    data = build_pdf(kitchen_sink_report(dejavu if with_fonts else None))
     with caplog.at_level(logging.WARNING, logger="pypdf"):
         reader = read(data)
         _, size = xref_table(data)
@@ -999,13 +1016,15 @@ def test_every_object_reads_strictly(caplog: pytest.LogCaptureFixture) -> None:
             assert entry(page, "/Parent") == tree
             for image in page.images:
                 assert image.image is not None
+            page.extract_text()
     assert not caplog.records
     assert reader.pdf_header == "%PDF-1.4"
 
 
-def test_every_page_renders() -> None:
+@pytest.mark.parametrize("with_fonts", [False, True], ids=["helvetica", "embedded"])
+def test_every_page_renders(with_fonts: bool, dejavu: PdfFonts) -> None:
     """PDFium (Chrome's PDF engine) renders every page of the kitchen-sink report."""
-    data = build_pdf(kitchen_sink_report())
+    data = build_pdf(kitchen_sink_report(dejavu if with_fonts else None))
     pages = list(rendered_pages(data, scale=0.5))
     assert len(pages) == len(plan_pages(kitchen_sink_report()))
     for page in pages:
@@ -1013,9 +1032,15 @@ def test_every_page_renders() -> None:
         assert colours is None or len(colours) > 1  # not blank
 
 
-def test_the_same_report_gives_the_same_bytes() -> None:
-    """A retried run makes the very same PDF: nothing depends on time or identity."""
-    assert build_pdf(kitchen_sink_report()) == build_pdf(kitchen_sink_report())
+@pytest.mark.parametrize("with_fonts", [False, True], ids=["helvetica", "embedded"])
+def test_the_same_report_gives_the_same_bytes(with_fonts: bool, dejavu: PdfFonts) -> None:
+    """A retried run makes the very same PDF: nothing depends on time or identity.
+
+    With fonts, too: the subset's name comes from its glyphs, and its program keeps the
+    font's own timestamps.
+    """
+    fonts = dejavu if with_fonts else None
+    assert build_pdf(kitchen_sink_report(fonts)) == build_pdf(kitchen_sink_report(fonts))
 
 
 def test_a_truncated_png_is_never_embedded_truncated() -> None:
@@ -1042,3 +1067,501 @@ def test_unreadable_logo_says_so() -> None:
     report = report_of([PanelImage(TINY, GridPos(0, 0, 6, 4))], logo_png=b"GIF89a?")
     with pytest.raises(InvalidImage, match=r"^logo: not a readable image"):
         build_pdf(report)
+
+
+# ---------------------------------------------------------------------------------------
+# Embedded fonts: Unicode text in TrueType fonts, subset to the glyphs shown
+
+DEJAVU = Path("/usr/share/fonts/truetype/dejavu")
+# Characters of the test font below that DejaVu Sans does not have.
+CJK = "週次報告東京大阪監視日本語中文한국어"
+ELLIPSIS = "\u2026"
+
+
+@functools.cache
+def dejavu_fonts() -> PdfFonts:
+    """DejaVu Sans and DejaVu Sans Bold, as the Docker image installs them; read once."""
+    try:
+        regular = (DEJAVU / "DejaVuSans.ttf").read_bytes()
+        bold = (DEJAVU / "DejaVuSans-Bold.ttf").read_bytes()
+    except FileNotFoundError:
+        pytest.fail("DejaVu Sans is missing: apt-get install fonts-dejavu-core (scripts/test does)")
+    return PdfFonts(regular=PdfFont(regular), bold=PdfFont(bold))
+
+
+@pytest.fixture(scope="session")
+def dejavu() -> PdfFonts:
+    """DejaVu Sans and DejaVu Sans Bold."""
+    return dejavu_fonts()
+
+
+def box_font(characters: str, *, truetype: bool = True) -> bytes:
+    """A small font made here: a filled box for each character, CJK ones a full em wide.
+
+    Latin boxes are 0.6 em wide, CJK ones (and the ellipsis) 1 em, the space 0.3 em;
+    every box leaves 0.05 em blank on each side. `truetype=False` makes CFF outlines (an
+    OpenType .otf).
+    """
+    builder = FontBuilder(1000, isTTF=truetype)
+    names = {ord(char): f"uni{ord(char):04X}" for char in characters}
+    order = [".notdef", "space", *names.values()]
+    widths = {".notdef": 600, "space": 300}
+    widths |= {name: 1000 if code > 0x2000 else 600 for code, name in names.items()}
+
+    def draw(pen: Any, name: str) -> None:
+        if name != "space":
+            right = widths[name] - 50
+            pen.moveTo((50, 0))
+            pen.lineTo((50, 700))
+            pen.lineTo((right, 700))
+            pen.lineTo((right, 0))
+            pen.closePath()
+
+    builder.setupGlyphOrder(order)
+    builder.setupCharacterMap({ord(" "): "space", **names})
+    if truetype:
+        glyphs = {}
+        for name in order:
+            pen = TTGlyphPen(None)
+            draw(pen, name)
+            glyphs[name] = pen.glyph()
+        builder.setupGlyf(glyphs)
+    else:
+        charstrings = {}
+        for name in order:
+            pen = T2CharStringPen(widths[name], None)
+            draw(pen, name)
+            charstrings[name] = pen.getCharString()
+        builder.setupCFF("SidecarTest", {"FullName": "Sidecar Test"}, charstrings, {})
+    builder.setupHorizontalMetrics({name: (widths[name], 50) for name in order})
+    builder.setupHorizontalHeader(ascent=880, descent=-120)
+    builder.setupNameTable(
+        {"familyName": "Sidecar Test", "styleName": "Regular", "psName": "SidecarTest-Regular"}
+    )
+    builder.setupOS2(sTypoAscender=880, sTypoDescender=-120, usWinAscent=880, usWinDescent=120)
+    builder.setupPost()
+    buffer = io.BytesIO()
+    builder.save(buffer)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def boxes() -> PdfFonts:
+    """The test font with ASCII, CJK and the ellipsis, as both faces."""
+    ascii_printable = "".join(map(chr, range(0x21, 0x7F)))
+    font = PdfFont(box_font(ascii_printable + CJK + ELLIPSIS))
+    return PdfFonts(regular=font, bold=font)
+
+
+def font_of(reader: PdfReader, resource: str, page: int = 0) -> DictionaryObject:
+    """The font dictionary a page names `resource` (/F1 regular, /F2 bold)."""
+    found = entry(entry(entry(reader.pages[page], "/Resources"), "/Font"), resource)
+    assert isinstance(found, DictionaryObject)
+    return found
+
+
+def descendant(font: DictionaryObject) -> DictionaryObject:
+    """The CIDFont of a Type0 font."""
+    found = entry(font, "/DescendantFonts")[0].get_object()
+    assert isinstance(found, DictionaryObject)
+    return found
+
+
+def to_unicode(font: DictionaryObject) -> dict[int, str]:
+    """A Type0 font's ToUnicode CMap: glyph id -> text."""
+    cmap = entry(font, "/ToUnicode").get_data()
+    pairs = re.findall(rb"<([0-9A-F]{4})> <([0-9A-F]+)>", cmap)
+    return {int(cid, 16): bytes.fromhex(text.decode()).decode("utf-16-be") for cid, text in pairs}
+
+
+def cid_widths(font: DictionaryObject) -> dict[int, int]:
+    """A Type0 font's glyph widths from its CIDFont's /W array (`first [w ...]` form)."""
+    array = list(entry(descendant(font), "/W"))
+    widths: dict[int, int] = {}
+    for first, row in zip(array[::2], array[1::2], strict=True):
+        for offset, width in enumerate(row):
+            widths[int(first) + offset] = int(width)
+    return widths
+
+
+def font_program(font: DictionaryObject) -> bytes:
+    """The embedded TrueType program of a Type0 font (decoded)."""
+    descriptor = entry(descendant(font), "/FontDescriptor")
+    stream = entry(descriptor, "/FontFile2")
+    data = stream.get_data()
+    assert entry(stream, "/Length1") == len(data)
+    assert entry(stream, "/Filter") == "/FlateDecode"
+    return bytes(data)
+
+
+# A string drawn in an embedded font: `/F1 9 Tf x y Td <hex glyph ids> Tj`. Read from the
+# bytes, because pypdf turns some hex strings into text (a leading FEFF reads as a BOM).
+DRAWN_GLYPHS = re.compile(rb"(/F\d) ([\d.]+) Tf [-\d.]+ [-\d.]+ Td <([0-9a-f]*)> Tj")
+
+
+def drawn_glyphs(reader: PdfReader, page: int = 0) -> list[tuple[str, float, list[int]]]:
+    """(font resource, size, glyph ids) of every string a page draws in an embedded font."""
+    contents = reader.pages[page].get_contents()
+    assert contents is not None
+    found = []
+    for font, size, hexadecimal in DRAWN_GLYPHS.findall(contents.get_data()):
+        raw = bytes.fromhex(hexadecimal.decode())
+        glyphs = list(struct.unpack(f">{len(raw) // 2}H", raw))
+        found.append((font.decode(), float(size), glyphs))
+    return found
+
+
+def shown_glyphs_in(reader: PdfReader, resource: str) -> list[list[int]]:
+    """The glyph ids of every string the first page draws in `resource`, at any size."""
+    return [glyphs for font, _, glyphs in drawn_glyphs(reader) if font == resource]
+
+
+def title_glyphs(reader: PdfReader) -> list[int]:
+    """The glyph ids of the dashboard title (bold, 10 pt)."""
+    (glyphs,) = [
+        glyphs for font, size, glyphs in drawn_glyphs(reader) if (font, size) == ("/F2", 10.0)
+    ]
+    return glyphs
+
+
+def unicode_report(fonts: PdfFonts, texts: dict[str, str]) -> PdfReport:
+    """A one-page report whose every text field (and a row header) is set from `texts`."""
+    items: list[PanelImage | SectionTitle] = [
+        SectionTitle(texts["section"], 0),
+        PanelImage(TINY, GridPos(0, 1, 12, 4), "p"),
+    ]
+    return report_of(
+        items,
+        name=texts["name"],
+        title=texts["title"],
+        time_range=texts["time_range"],
+        variables=texts["variables"],
+        generated=texts["generated"],
+        fonts=fonts,
+    )
+
+
+DEJAVU_TEXTS = {
+    "name": "Еженедельный отчёт",
+    "title": "Εβδομαδιαία αναφορά",
+    "time_range": "Пн 10:00 – Вс 10:00",  # noqa: RUF001 - Cyrillic on purpose
+    "variables": "host = Zürich, Łódź, Ærøskøbing, Cafe\u0301 n\u0303o, Հայերեն, ქართული",
+    "generated": "2026-11-26 10:00 UTC ✓ ≤ ∞ °C",
+    "section": "Ряд: ЦП и память",
+}
+CJK_TEXTS = {
+    "name": "週次報告",
+    "title": "東京 大阪 監視",
+    "time_range": "2026-11-19 10:00 to 2026-11-26 10:00",
+    "variables": "host = 日本語, 中文, 한국어",
+    "generated": "2026-11-26 10:00 UTC",
+    "section": "東京",
+}
+
+
+def pdfium_text(data: bytes) -> str:
+    """The first page's text as PDFium extracts it (a second reader of the ToUnicode map)."""
+    document = pdfium.PdfDocument(data)
+    try:
+        page = document[0]
+        text = str(page.get_textpage().get_text_range())
+        page.close()
+    finally:
+        document.close()
+    return text
+
+
+@pytest.mark.parametrize("script", ["dejavu", "cjk"])
+def test_unicode_text_comes_back_exactly(
+    script: str, dejavu: PdfFonts, boxes: PdfFonts, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Cyrillic, Greek, accents (combining ones too), CJK: extracted exactly as given.
+
+    pypdf and PDFium both extract each text field as it was, from a file the strict reader
+    reads without a warning.
+    """
+    fonts, texts = (dejavu, DEJAVU_TEXTS) if script == "dejavu" else (boxes, CJK_TEXTS)
+    data = build_pdf(unicode_report(fonts, texts))
+    with caplog.at_level(logging.WARNING, logger="pypdf"):
+        text = read(data).pages[0].extract_text()
+    assert not caplog.records
+    other = pdfium_text(data)
+    for value in texts.values():
+        assert value in text
+        assert value in other
+
+
+@pytest.mark.parametrize("script", ["dejavu", "cjk"])
+def test_fonts_are_embedded_as_identity_h_subsets(
+    script: str, dejavu: PdfFonts, boxes: PdfFonts
+) -> None:
+    """Each face is a Type0 font over a CIDFontType2 subset; CIDs are the font's glyph ids.
+
+    Its /W widths are the font's own advances (hmtx, in 1/1000 em), its ToUnicode maps
+    back to the text, and its FontFile2 program holds those glyphs at those ids.
+    """
+    fonts, texts = (dejavu, DEJAVU_TEXTS) if script == "dejavu" else (boxes, CJK_TEXTS)
+    reader = read(build_pdf(unicode_report(fonts, texts)))
+    for resource, face in (("/F1", fonts.regular), ("/F2", fonts.bold)):
+        font = font_of(reader, resource)
+        assert entry(font, "/Subtype") == "/Type0"
+        assert entry(font, "/Encoding") == "/Identity-H"
+        cid_font = descendant(font)
+        assert entry(cid_font, "/Subtype") == "/CIDFontType2"
+        assert entry(cid_font, "/CIDToGIDMap") == "/Identity"
+        base_font = str(entry(font, "/BaseFont"))
+        assert re.fullmatch(r"/[A-Z]{6}\+(SidecarTest-Regular|DejaVuSans(-Bold)?)", base_font)
+        original = TTFont(io.BytesIO(face.data))
+        units = original["head"].unitsPerEm
+        order = original.getGlyphOrder()
+        subset = TTFont(io.BytesIO(font_program(font)))
+        widths = cid_widths(font)
+        mapping = to_unicode(font)
+        cmap = original.getBestCmap()
+        shown = {gid for glyphs in shown_glyphs_in(reader, resource) for gid in glyphs}
+        assert shown
+        for gid in shown:
+            name = order[gid]
+            assert widths[gid] == round(original["hmtx"][name][0] * 1000 / units)
+            assert cmap.get(ord(mapping[gid])) == name
+            kept = subset["glyf"][subset.getGlyphOrder()[gid]]
+            assert kept.numberOfContours == original["glyf"][name].numberOfContours
+
+
+def test_the_subset_is_small(dejavu: PdfFonts) -> None:
+    """For a short text, both subsets together add far less than 60 KB (the fonts are 1.4 MB).
+
+    Only the glyphs shown, the parts of composite ones (DejaVu's Cyrillic io is its
+    Cyrillic ie and a diaeresis, and that ie is the Latin e) and .notdef keep outlines.
+    """
+    items = [PanelImage(TINY, GridPos(0, 0, 12, 4))]
+    without = build_pdf(report_of(items, name="Отчёт", title="Ελληνικά"))
+    data = build_pdf(report_of(items, name="Отчёт", title="Ελληνικά", fonts=dejavu))
+    assert len(data) - len(without) < 60_000
+    reader = read(data)
+    for resource in ("/F1", "/F2"):
+        program = TTFont(io.BytesIO(font_program(font_of(reader, resource))))
+        glyf = program["glyf"]
+        order = program.getGlyphOrder()
+        shown = {gid for glyphs in shown_glyphs_in(reader, resource) for gid in glyphs}
+        parts: set[int] = set()
+        pending = [order[gid] for gid in shown]
+        while pending:
+            for component in glyf[pending.pop()].getComponentNames(glyf):
+                parts.add(program.getGlyphID(component))
+                pending.append(component)
+        outlined = {gid for gid, name in enumerate(order) if glyf[name].numberOfContours != 0}
+        assert outlined <= shown | parts | {0}
+
+
+def test_a_long_cjk_title_is_cut_by_the_fonts_widths(boxes: PdfFonts) -> None:
+    """A CJK title too wide for the page is cut by the glyphs' real widths, and ends in `…`.
+
+    Every CJK glyph of the test font is 1 em wide, so at 10 pt the 786 pt line holds 77 of
+    them and the ellipsis (Helvetica's widths, 0.61 em for the `?` it would draw, would
+    give 127). Rendered, the title's ink stops at the right margin.
+    """
+    report = report_of([PanelImage(TINY, GridPos(0, 0, 6, 4))], title="報" * 300, time_range="")
+    data = build_pdf(dataclasses.replace(report, fonts=boxes))
+    reader = read(data)
+    glyphs = title_glyphs(reader)
+    font = font_of(reader, "/F2")
+    mapping = to_unicode(font)
+    assert "".join(mapping[gid] for gid in glyphs) == "報" * 77 + ELLIPSIS
+    width = sum(cid_widths(font)[gid] for gid in glyphs) * 10 / 1000
+    assert width <= 842 - 2 * pdf.MARGIN
+    (page,) = rendered_pages(data, scale=2)
+    ink = ink_columns(page, 2 * 48, 2 * 58)  # the title line: 44 to 58 pt from the top
+    assert min(ink) >= 2 * pdf.MARGIN
+    assert 2 * (842 - pdf.MARGIN - 10) <= max(ink) <= 2 * (842 - pdf.MARGIN)
+
+
+def test_a_long_cyrillic_title_is_cut_by_the_fonts_widths(dejavu: PdfFonts) -> None:
+    """With DejaVu, a cut title is as wide as fits: one more letter would not."""
+    report = report_of(
+        [PanelImage(TINY, GridPos(0, 0, 6, 4))], title="Широкий " * 60, time_range="", fonts=dejavu
+    )
+    reader = read(build_pdf(report))
+    glyphs = title_glyphs(reader)
+    font = font_of(reader, "/F2")
+    widths = cid_widths(font)
+    text = "".join(to_unicode(font)[gid] for gid in glyphs)
+    assert text.endswith(ELLIPSIS)
+    assert ("Широкий " * 60).startswith(text[:-1])
+    room = 842 - 2 * pdf.MARGIN
+    assert sum(widths[gid] for gid in glyphs) * 10 / 1000 <= room
+    next_letter = ("Широкий " * 60)[len(text) - 1]
+    next_gid = dejavu.bold.face.gids[ord(next_letter)]
+    next_width = round(
+        TTFont(io.BytesIO(dejavu.bold.data))["hmtx"].metrics[
+            TTFont(io.BytesIO(dejavu.bold.data)).getGlyphOrder()[next_gid]
+        ][0]
+        * 1000
+        / 2048
+    )
+    assert (sum(widths[gid] for gid in glyphs) + next_width) * 10 / 1000 > room - 12
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("plain ASCII", "plain ASCII"),
+        ("報告 ok", "?? ok"),  # DejaVu has no CJK
+        ("a\nb\tc\r", "a b c "),
+        ("zero\u200bwidth\u200d", "zerowidth"),
+        ("✓\ufe0f", "✓\ufe0f"),  # DejaVu has this variation selector (an empty glyph)
+        ("✓\U000e0100", "✓"),  # but not this one: dropped, not `?`
+        ("㎏ ㎡ 𝐀", "kg m2 A"),  # noqa: RUF001 - look-alikes on purpose  # not in DejaVu: their compatibility decompositions are
+        ("lone \ud800 surrogate", "lone ? surrogate"),
+        ("(paren) \\ back <hex>", "(paren) \\ back <hex>"),
+        ("Cafe\u0301", "Cafe\u0301"),
+    ],
+)
+def test_text_maps_to_the_fonts_glyphs(text: str, expected: str, dejavu: PdfFonts) -> None:
+    """What each character becomes: its glyph, a space, nothing, its decomposition or `?`.
+
+    Read back through the ToUnicode CMap, the title's glyphs spell `expected`.
+    """
+    report = report_of([PanelImage(TINY, GridPos(0, 0, 6, 4))], title=text, fonts=dejavu)
+    reader = read(build_pdf(report))
+    mapping = to_unicode(font_of(reader, "/F2"))
+    assert "".join(mapping[gid] for gid in title_glyphs(reader)) == expected
+
+
+def test_missing_glyphs_are_drawn_as_question_marks(dejavu: PdfFonts) -> None:
+    """CJK in DejaVu (which has none) is DejaVu's `?`, and extracts as `?`."""
+    report = report_of([PanelImage(TINY, GridPos(0, 0, 6, 4))], title="報告 ok", fonts=dejavu)
+    reader = read(build_pdf(report))
+    question = dejavu.bold.face.gids[ord("?")]
+    assert title_glyphs(reader)[:2] == [question, question]
+    assert "?? ok" in reader.pages[0].extract_text()
+
+
+def test_embedded_glyphs_are_drawn_where_measured(boxes: PdfFonts) -> None:
+    """PDFium draws the embedded glyphs with the widths the layout used.
+
+    The test font's CJK glyphs are boxes 0.9 em wide on a 1 em advance: four of them at
+    12 pt are ink from 0.6 pt to 47.4 pt after the margin, with three gaps between.
+    """
+    nothing: list[PanelImage | SectionTitle] = []
+    report = report_of(nothing, name="報告報告", title="", time_range="", generated="", fonts=boxes)
+    (page,) = rendered_pages(build_pdf(report), scale=4)
+    # The name's baseline is 12 pt under the top margin; the boxes reach 0.7 em above it.
+    row = int(4 * (pdf.MARGIN + 12 - 4))
+    ink = ink_columns(page, row, row + 1)
+    assert ink
+    left, right = min(ink) / 4 - pdf.MARGIN, max(ink) / 4 - pdf.MARGIN
+    assert left == pytest.approx(0.6, abs=0.5)
+    assert right == pytest.approx(47.4, abs=0.5)
+    gaps = sum(1 for a, b in itertools.pairwise(ink) if b - a > 1)
+    assert gaps == 3
+
+
+def test_the_header_is_not_blank_with_dejavu(dejavu: PdfFonts) -> None:
+    """Cyrillic and Greek headers render as ink (not blank, not tofu-free nothing)."""
+    (page,) = rendered_pages(build_pdf(unicode_report(dejavu, DEJAVU_TEXTS)), scale=2)
+    header = page.crop((2 * 28, 2 * 28, page.width - 2 * 28, 2 * 70)).convert("L")
+    dark = sum(header.histogram()[:128])
+    assert dark > 500
+
+
+def ink_columns(image: Image.Image, top: int, bottom: int) -> list[int]:
+    """The x of every pixel column with ink (grey under 128) from row `top` to `bottom`."""
+    band = image.crop((0, top, image.width, bottom)).convert("L")
+    ink = band.point(lambda value: 255 if value < 128 else 0)
+    return [x for x in range(ink.width) if ink.crop((x, 0, x + 1, ink.height)).getbbox()]
+
+
+def test_without_fonts_text_stays_helvetica() -> None:
+    """No fonts: the standard Helvetica faces with WinAnsiEncoding, nothing embedded."""
+    data = build_pdf(report_of([PanelImage(TINY, GridPos(0, 0, 6, 4))], title="Отчёт"))
+    reader = read(data)
+    for resource, base in (("/F1", "/Helvetica"), ("/F2", "/Helvetica-Bold")):
+        font = font_of(reader, resource)
+        assert (entry(font, "/Subtype"), entry(font, "/BaseFont")) == ("/Type1", base)
+        assert entry(font, "/Encoding") == "/WinAnsiEncoding"
+    assert b"/FontFile2" not in data
+    assert b"/Type0" not in data
+    assert title_raw(reader) == b"?????"
+
+
+def title_raw(reader: PdfReader) -> bytes:
+    """The raw bytes of the dashboard title's string."""
+    (raw,) = [raw for font, size, raw in drawn_strings(reader) if (font, size) == ("/F2", 10.0)]
+    return raw
+
+
+def test_a_face_that_shows_nothing_is_not_embedded(dejavu: PdfFonts) -> None:
+    """Without a header or row headers the bold face draws nothing and is not subset."""
+    report = report_of([PanelImage(TINY, GridPos(0, 0, 6, 4))], show_header=False, fonts=dejavu)
+    data = build_pdf(report)
+    reader = read(data)
+    assert entry(font_of(reader, "/F1"), "/Subtype") == "/Type0"
+    assert entry(font_of(reader, "/F2"), "/BaseFont") == "/Helvetica-Bold"
+    assert data.count(b"/FontFile2") == 1
+
+
+def test_one_font_for_both_faces_is_embedded_once(boxes: PdfFonts) -> None:
+    """The same font as regular and bold is one subset, named by both resources."""
+    data = build_pdf(unicode_report(boxes, CJK_TEXTS))
+    reader = read(data)
+    assert data.count(b"/FontFile2") == 1
+    assert descendant(font_of(reader, "/F1")) == descendant(font_of(reader, "/F2"))
+
+
+def test_fonts_are_checked_when_made() -> None:
+    """Only TrueType fonts with a Unicode cmap are accepted; a collection gives its first."""
+    with pytest.raises(InvalidFont, match="not a readable TrueType font"):
+        PdfFont(b"not a font")
+    with pytest.raises(InvalidFont, match="CFF outlines"):
+        PdfFont(box_font("abc", truetype=False))
+    collection = TTCollection()
+    collection.fonts = [TTFont(io.BytesIO(box_font("abc"))), TTFont(io.BytesIO(box_font("xyz")))]
+    buffer = io.BytesIO()
+    collection.save(buffer)
+    first = PdfFont(buffer.getvalue())
+    assert first.face.name == "SidecarTest-Regular"
+    assert ord("a") in first.face.gids
+    assert ord("x") not in first.face.gids
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name=st.text(max_size=60),
+    title=st.text(max_size=120),
+    section=st.text(max_size=30),
+    variables=st.text(max_size=80),
+)
+def test_any_unicode_text_gives_a_valid_pdf(
+    name: str, title: str, section: str, variables: str
+) -> None:
+    """Arbitrary text never breaks the PDF, and every glyph drawn is one the PDF describes.
+
+    The strict reader reads it; every glyph id shown has its width in /W and its text in
+    the ToUnicode CMap; a title the font fully covers comes back as itself, or cut with `…`.
+    (The fonts are not a fixture: hypothesis would print all their bytes in its report.)
+    """
+    dejavu = dejavu_fonts()
+    items: list[PanelImage | SectionTitle] = [
+        SectionTitle(section, 0),
+        PanelImage(TINY, GridPos(0, 1, 12, 4), title),
+    ]
+    report = report_of(items, name=name, title=title, variables=variables, fonts=dejavu)
+    data = build_pdf(report)
+    reader = read(data)
+    for resource in ("/F1", "/F2"):
+        font = font_of(reader, resource)
+        if entry(font, "/Subtype") != "/Type0":
+            continue
+        widths, mapping = cid_widths(font), to_unicode(font)
+        for glyphs in shown_glyphs_in(reader, resource):
+            assert all(gid in widths and gid in mapping for gid in glyphs)
+    covered = dejavu.bold.face.gids
+    plain = all(
+        ord(char) in covered and unicodedata.category(char)[0] not in {"C", "M"} for char in title
+    )
+    if plain and title:
+        shown = "".join(to_unicode(font_of(reader, "/F2"))[gid] for gid in title_glyphs(reader))
+        assert shown == title or (
+            shown.endswith(ELLIPSIS) and title.startswith(shown[:-1].rstrip(" "))
+        )

@@ -34,6 +34,7 @@ from sidecar.testing.grafana_png import (
     solid_png,
     time_range_text,
 )
+from sidecar.testing.grafana_query import parse_time, query_frames, query_results
 from sidecar.testing.grafana_world import make_sa_token
 
 FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures"
@@ -74,10 +75,11 @@ class Client:
         *,
         headers: Mapping[str, str] | None = None,
         json_body: Any = None,
+        data: bytes | None = None,
     ) -> Reply:
-        """Send one request and collect the reply."""
+        """Send one request (a JSON body, or raw `data`) and collect the reply."""
         async with self._session.request(
-            method, path, headers=headers, json=json_body, allow_redirects=False
+            method, path, headers=headers, json=json_body, data=data, allow_redirects=False
         ) as response:
             return Reply(response.status, response.headers, await response.read())
 
@@ -1094,3 +1096,248 @@ def test_profiles_are_documented_names() -> None:
     assert ALL_PROFILES == ["g10.0", "g10.3", "g11.2", "g11.3", "g12"]
     with pytest.raises(KeyError):
         GrafanaStandIn(profile="g9")
+
+
+# ------------------------------------------------------------------------------------------
+# Data queries: POST /api/ds/query
+
+TESTDATA = {"type": STANDARD.testdata_type, "uid": STANDARD.testdata_uid}
+HOUR = {"from": "1717200000000", "to": "1717203600000"}
+
+
+def ds_query(*queries: dict[str, Any], **body: Any) -> dict[str, Any]:
+    """A `MetricRequest` body: `queries` over the hour of `HOUR` unless `body` says otherwise."""
+    return {"queries": list(queries), **HOUR, **body}
+
+
+async def test_ds_query_answers_deterministic_frames(
+    grafana: Client, standin: GrafanaStandIn
+) -> None:
+    """Each refId's frames come from the query alone, in Grafana's data frame JSON."""
+    body = ds_query(
+        {"refId": "B", "datasource": TESTDATA, "seriesCount": 2, "labels": "server=A, dc=x"},
+        # A legacy string data source is read as a uid, as Grafana does.
+        {"refId": "A", "datasource": STANDARD.testdata_uid, "maxDataPoints": 10},
+    )
+    reply = await grafana.request("POST", "/api/ds/query", headers=SIDECAR, json_body=body)
+    assert reply.status == 200
+    assert reply.content_type == "application/json"
+    results = reply.json()["results"]
+    assert list(results) == ["A", "B"]
+    assert results == query_results(body["queries"], 1717200000000, 1717203600000)
+    first = results["A"]["frames"][0]
+    assert (results["A"]["status"], first["schema"]["name"]) == (200, "A-series")
+    assert [field["name"] for field in first["schema"]["fields"]] == [
+        "Time",
+        "Value",
+        "Count",
+        "Label",
+    ]
+    times, values, counts, labels = first["data"]["values"]
+    # One row per minute of the hour, at most maxDataPoints of them.
+    assert times == [1717200000000 + index * 360_000 for index in range(10)]
+    assert values[3] is None
+    assert first["data"]["entities"][1] == {"NaN": [3]}
+    assert values[6] is None
+    assert all(isinstance(count, int) for count in counts)
+    assert labels[0] == 'random_walk "A1", row 0'
+    second = results["B"]["frames"]
+    assert [frame["schema"]["name"] for frame in second] == ["B-series-1", "B-series-2"]
+    assert second[0]["schema"]["fields"][1]["labels"] == {"server": "A", "dc": "x"}
+    again = await grafana.request("POST", "/api/ds/query", headers=SIDECAR, json_body=body)
+    assert again.body == reply.body
+    call = standin.query.calls[-1]
+    assert call.identity.startswith("service-account:")
+    assert (call.from_ms, call.to_ms, call.outcome) == (1717200000000, 1717203600000, "ok")
+
+
+async def test_ds_query_reads_relative_times(grafana: Client, standin: GrafanaStandIn) -> None:
+    """`now-1h` to `now`, as Grafana's frontend may send them; unreadable means the default."""
+    query = {"refId": "A", "datasource": TESTDATA}
+    reply = await grafana.request(
+        "POST",
+        "/api/ds/query",
+        headers=VIEWER,
+        json_body=ds_query(query, to="now", **{"from": "now-1h"}),
+    )
+    assert reply.status == 200
+    call = standin.query.calls[-1]
+    assert call.to_ms - call.from_ms == 3_600_000
+    assert call.identity.startswith("user:")
+    await grafana.request(
+        "POST", "/api/ds/query", headers=VIEWER, json_body=ds_query(query, to="soon", **{"from": 7})
+    )
+    assert standin.query.calls[-1].from_ms == 7
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("1717200000000", 1717200000000),
+        (1717200000000.7, 1717200000000),
+        ("now", 10_000_000),
+        ("now-5m", 9_700_000),
+        ("now-2h", 10_000_000 - 7_200_000),
+        ("now+5m", None),
+        ("yesterday", None),
+        (None, None),
+        (math.inf, None),
+        (True, None),
+    ],
+)
+def test_query_times(value: Any, expected: int | None) -> None:
+    """Epoch milliseconds (text or number) and `now[-<n><unit>]` are understood."""
+    assert parse_time(value, now_ms=10_000_000) == expected
+
+
+ERRUTIL_FIELDS = {"traceID": "", "statusCode": 400}
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "expected"),
+    [
+        ({}, ds_query({"refId": "A", "datasource": TESTDATA}), 401, "Unauthorized"),
+        (
+            basic(*STANDARD.nobody),
+            ds_query({"refId": "A", "datasource": TESTDATA}),
+            403,
+            DENIED_MESSAGE + "datasources:query",
+        ),
+        (VIEWER, {"queries": "x"}, 400, "bad request data"),
+        (VIEWER, {"queries": [3]}, 400, "bad request data"),
+        (VIEWER, ds_query(), 400, "No queries found"),
+        (
+            VIEWER,
+            ds_query({"refId": "A"}),
+            400,
+            "Query does not contain a valid data source identifier",
+        ),
+        (
+            VIEWER,
+            ds_query({"refId": "A", "datasource": {"uid": "nope"}}),
+            404,
+            "Data source not found",
+        ),
+        # Org 2's token cannot reach org 1's data source.
+        (
+            bearer(STANDARD.org2_token),
+            ds_query({"refId": "A", "datasource": TESTDATA}),
+            404,
+            "Data source not found",
+        ),
+    ],
+)
+async def test_ds_query_refusals(
+    grafana: Client,
+    standin: GrafanaStandIn,
+    headers: dict[str, str],
+    body: Any,
+    status: int,
+    expected: str,
+) -> None:
+    """Grafana's refusals: 401, the route's RBAC 403, 400 for bad bodies, 404 for unknown uids."""
+    reply = await grafana.request("POST", "/api/ds/query", headers=headers, json_body=body)
+    assert reply.status == status
+    assert reply.json()["message"] == expected
+    assert standin.query.calls == []
+
+
+async def test_ds_query_bad_json_and_errutil_bodies(grafana: Client) -> None:
+    """A body that does not bind is `bad request data`; errutil errors carry their id."""
+    reply = await grafana.request("POST", "/api/ds/query", headers=VIEWER, data=b"{")
+    assert (reply.status, reply.json()) == (400, {"message": "bad request data", "traceID": ""})
+    empty = await grafana.request("POST", "/api/ds/query", headers=VIEWER, json_body=ds_query())
+    assert empty.json() == {
+        "message": "No queries found",
+        "messageId": "query.noQueries",
+        **ERRUTIL_FIELDS,
+    }
+
+
+async def test_ds_query_faults(grafana: Client, standin: GrafanaStandIn) -> None:
+    """Faults for one panel (`X-Panel-Id`) or all, for the next `times` requests or forever."""
+    body = ds_query({"refId": "A", "datasource": TESTDATA}, {"refId": "B", "datasource": TESTDATA})
+    panel = {**SIDECAR, "X-Panel-Id": "4", "X-Dashboard-Uid": "U_bZIMRMk"}
+
+    async def post(headers: dict[str, str]) -> Reply:
+        return await grafana.request("POST", "/api/ds/query", headers=headers, json_body=body)
+
+    standin.query.set_fault("query_error", panel_id=4, times=1)
+    failed = await post({**SIDECAR, "X-Panel-Id": "5"})
+    assert failed.status == 200
+    failed = await post(panel)
+    assert failed.status == 400
+    assert failed.json() == {
+        "results": {
+            ref: {
+                "error": f"stand-in data source failed the query {ref}",
+                "errorSource": "downstream",
+                "status": 500,
+            }
+            for ref in ("A", "B")
+        }
+    }
+    assert (standin.query.calls[-1].panel_id, standin.query.calls[-1].dashboard_uid) == (
+        "4",
+        "U_bZIMRMk",
+    )
+    assert standin.query.calls[-1].outcome == "query_error"
+    assert (await post(panel)).status == 200
+    standin.query.set_fault("server_error")
+    server = await post(panel)
+    assert (server.status, server.json()) == (500, {"message": "Query data error", "traceID": ""})
+    standin.query.set_fault("bad_request")
+    assert (await post(SIDECAR)).json() == {"message": "bad request data", "traceID": ""}
+    standin.query.set_fault("slow", seconds=0.01, times=1)
+    assert (await post(SIDECAR)).status == 200
+    standin.query.clear_faults()
+    assert (await post(panel)).status == 200
+    with pytest.raises(ValueError, match="times"):
+        standin.query.set_fault("server_error", times=0)
+
+
+@pytest.mark.parametrize(
+    ("headers", "default", "listed"),
+    [
+        (VIEWER, STANDARD.testdata_name, {STANDARD.testdata_name}),
+        ({**VIEWER, "X-Grafana-Org-Id": "2"}, "TestData", {"TestData"}),
+        (basic(*STANDARD.nobody), "-- Grafana --", set()),
+    ],
+)
+async def test_frontend_settings_list_queryable_data_sources(
+    grafana: Client, headers: dict[str, str], default: str, listed: set[str]
+) -> None:
+    """`datasources` holds what the caller may query plus the built-ins; the default by name."""
+    settings = (await grafana.get("/api/frontend/settings", headers)).json()
+    assert settings["defaultDatasource"] == default
+    built_in = {"-- Grafana --", "-- Mixed --", "-- Dashboard --"}
+    assert set(settings["datasources"]) == listed | built_in
+    if STANDARD.testdata_name in listed:
+        entry = settings["datasources"][STANDARD.testdata_name]
+        assert {k: entry[k] for k in ("uid", "type", "isDefault")} == {
+            "uid": STANDARD.testdata_uid,
+            "type": STANDARD.testdata_type,
+            "isDefault": True,
+        }
+    assert settings["datasources"]["-- Mixed --"]["uid"] == "-- Mixed --"
+
+
+async def test_viewers_may_query_every_data_source(grafana: Client) -> None:
+    """Every Viewer holds `datasources:query` on `datasources:*`; a role of None does not."""
+    viewer = (await grafana.get("/api/access-control/user/permissions", VIEWER)).json()
+    assert viewer["datasources:query"] == ["datasources:*"]
+    nobody = await grafana.get("/api/access-control/user/permissions", basic(*STANDARD.nobody))
+    assert "datasources:query" not in nobody.json()
+
+
+def test_query_frames_shape() -> None:
+    """At most three frames and 500 rows; one row at least; seriesCount and alias honoured."""
+    many = query_frames({"refId": "C", "seriesCount": 15, "alias": "cpu"}, 0, 10**10)
+    assert [frame["schema"]["name"] for frame in many] == ["cpu-1", "cpu-2", "cpu-3"]
+    assert all(len(frame["data"]["values"][0]) == 100 for frame in many)
+    wide = query_frames({"maxDataPoints": 10**6}, 0, 10**10)
+    assert len(wide[0]["data"]["values"][0]) == 500
+    tiny = query_frames({"refId": "A", "seriesCount": "x"}, 5, 5)
+    assert len(tiny) == 1
+    assert tiny[0]["data"]["values"][0] == [5]
+    assert tiny[0]["data"]["entities"][1] is None

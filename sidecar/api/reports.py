@@ -7,13 +7,16 @@ is read (400); the fixed success messages are Enterprise's (enterprise-reporting
 from __future__ import annotations
 
 import json
+from http import HTTPStatus
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sidecar.api.keys import AUTHORIZER, CONFIG, SERVICE
 from sidecar.auth import Identity, credentials_from
+from sidecar.csvexport import DEFAULT_ENCODING, CsvEncoding
 from sidecar.errors import InvalidInput, NotFound
 from sidecar.model import Layout, Orientation, Report, ReportDashboard
 
@@ -23,6 +26,8 @@ Model = TypeVar("Model", bound=BaseModel)
 _READ_ONLY = ("id", "uid", "orgId", "userId", "created", "updated")
 # Report ids are int64, as in Enterprise (and SQLite's INTEGER): a larger number is no id.
 _MAX_ID = 2**63 - 1
+# Characters of a title kept in a download's file name (a header line has limits).
+_MAX_TITLE = 200
 
 
 class SendRequest(BaseModel):
@@ -200,15 +205,12 @@ async def send_test_email(request: web.Request) -> web.Response:
     return web.json_response({"message": "Test email sent"})
 
 
-class PdfQuery(BaseModel):
-    """The query of `GET /api/reports/render/pdfs` (enterprise-reporting.md §1.2)."""
+class _RenderQuery(BaseModel):
+    """What the queries of `render/pdfs` and `render/csvs` share: the dashboards."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     dashboards: list[ReportDashboard]
-    title: str = "Report"
-    orientation: Orientation = "landscape"
-    layout: Layout = "grid"
 
     @field_validator("dashboards", mode="before")
     @classmethod
@@ -221,6 +223,35 @@ class PdfQuery(BaseModel):
                 raise ValueError("must be a JSON array of report dashboards") from None
         if not value:
             raise ValueError("at least one dashboard is required")
+        return value
+
+
+class PdfQuery(_RenderQuery):
+    """The query of `GET /api/reports/render/pdfs` (enterprise-reporting.md §1.2)."""
+
+    title: str = "Report"
+    orientation: Orientation = "landscape"
+    layout: Layout = "grid"
+
+
+class CsvQuery(_RenderQuery):
+    """The query of `GET /api/reports/render/csvs` (enterprise-reporting.md §1.2).
+
+    `csvEncoding` (the name Enterprise's report option has) defaults to `utf-8`,
+    Enterprise's "Recommended" choice (its UI's default is the legacy `utf-8-bom`).
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    title: str = ""
+    csv_encoding: CsvEncoding = Field(default=DEFAULT_ENCODING, alias="csvEncoding")
+
+    @field_validator("csv_encoding", mode="before")
+    @classmethod
+    def _encoding_name(cls, value: Any) -> Any:
+        """Case does not matter; an empty value means the default."""
+        if isinstance(value, str):
+            return value.strip().lower() or DEFAULT_ENCODING
         return value
 
 
@@ -240,3 +271,42 @@ async def render_pdfs(request: web.Request) -> web.Response:
         content_type="application/pdf",
         headers={"Content-Disposition": 'inline; filename="report.pdf"'},
     )
+
+
+async def render_csvs(request: web.Request) -> web.Response:
+    """`GET /api/reports/render/csvs`: the table panels' data as CSVs in one ZIP.
+
+    For any caller who can view the dashboards; 204 without a body when none of them has
+    a table panel. The file name is the one Enterprise's UI saves: `<title or
+    "report-csv">.zip`.
+    """
+    identity = await identify(request)
+    query = parse(CsvQuery, dict(request.query))
+    archive = await request.app[SERVICE].render_csvs(identity, query.dashboards, query.csv_encoding)
+    if archive is None:
+        return web.Response(status=HTTPStatus.NO_CONTENT)
+    return web.Response(
+        body=archive,
+        content_type="application/zip",
+        headers={"Content-Disposition": attachment(f"{_zip_stem(query.title)}.zip")},
+    )
+
+
+def _zip_stem(title: str) -> str:
+    """The ZIP's name without `.zip`: the title (within reason), else `report-csv`."""
+    return title.strip()[:_MAX_TITLE].strip() or "report-csv"
+
+
+def attachment(filename: str) -> str:
+    """`Content-Disposition: attachment` naming `filename`, safely for any title.
+
+    The quoted `filename` keeps printable ASCII only (quotes and backslashes replaced);
+    a name with other characters also gets RFC 6266's `filename*` in UTF-8.
+    """
+    fallback = "".join(
+        char if " " <= char <= "~" and char not in '"\\' else "_" for char in filename
+    )
+    header = f'attachment; filename="{fallback}"'
+    if fallback != filename:
+        header += f"; filename*=UTF-8''{quote(filename, safe='')}"
+    return header

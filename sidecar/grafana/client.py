@@ -4,8 +4,8 @@ Two kinds of call, never mixed:
 
 * **as the caller** (`as_caller`): the caller's own credentials, forwarded verbatim, to
   learn who the caller is and what the caller may see;
-* **as the sidecar** (`dashboard`, `library_panel`, `render`, ...): the sidecar's
-  service-account token, only after the caller's access has been checked.
+* **as the sidecar** (`dashboard`, `library_panel`, `render`, `query_data`, ...): the
+  sidecar's service-account token, only after the caller's access has been checked.
 
 The session has no cookie jar, so nothing one caller sent can ever ride along on another
 caller's request (or on the sidecar's own).
@@ -23,6 +23,9 @@ from urllib.parse import quote
 import aiohttp
 
 from sidecar.errors import GrafanaError, NotFound, PermissionDenied
+
+# `/api/ds/query` answers these with per-query `results` (207: `datasourceQueryMultiStatus`).
+_QUERY_ANSWERED = frozenset({HTTPStatus.OK, HTTPStatus.MULTI_STATUS, HTTPStatus.BAD_REQUEST})
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +158,46 @@ class GrafanaClient:
         except aiohttp.ClientError as exc:
             raise GrafanaError(f"Grafana is unreachable ({_reason(exc)})", retryable=True) from exc
 
+    async def query_data(
+        self,
+        body: Mapping[str, Any],
+        *,
+        org_id: int,
+        timeout_seconds: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> Mapping[str, Any]:
+        """`POST /api/ds/query` as the sidecar: the `results` of a query that fully succeeded.
+
+        `body` is Grafana's `MetricRequest` (`queries`, `from`, `to`); `headers` may add the
+        frontend's `X-Dashboard-Uid` / `X-Panel-Id`, which Grafana logs with the query.
+
+        Raises:
+            GrafanaError: Grafana refused the request or the token, or a query failed; the
+                message is Grafana's (per query: `<refId>: <error>`).
+        """
+        path = "/api/ds/query"
+        try:
+            async with self._session.post(
+                self._base_url + path,
+                json=dict(body),
+                headers={**self._own(org_id), **(headers or {})},
+                timeout=aiohttp.ClientTimeout(total=timeout_seconds),
+                allow_redirects=False,
+            ) as response:
+                reply = Reply(
+                    status=response.status,
+                    body=await response.read(),
+                    content_type=response.headers.get("Content-Type", ""),
+                )
+        except TimeoutError as exc:
+            raise GrafanaError(
+                f"Grafana did not answer the data query within {timeout_seconds:g} s",
+                retryable=True,
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise GrafanaError(f"Grafana is unreachable ({_reason(exc)})", retryable=True) from exc
+        return _query_results(reply)
+
     def _own(self, org_id: int) -> dict[str, str]:
         """The sidecar's own credentials for org `org_id`."""
         return {"Authorization": f"Bearer {self._token}", "X-Grafana-Org-Id": str(org_id)}
@@ -197,6 +240,57 @@ def _expect_object(reply: Reply, path: str) -> Mapping[str, Any]:
     if not isinstance(data, dict):
         raise GrafanaError(f"{path}: expected a JSON object", retryable=False)
     return data
+
+
+def _query_results(reply: Reply) -> Mapping[str, Any]:
+    """The `results` of a `/api/ds/query` answer, or a GrafanaError with Grafana's reason.
+
+    A failed query still comes back as JSON: 400 (207 with `datasourceQueryMultiStatus`)
+    with `{"results": {"A": {"error": ..., "status": ...}}}`; other refusals have Grafana's
+    `{"message": ...}` shape.
+    """
+    if reply.status == HTTPStatus.UNAUTHORIZED:
+        raise GrafanaError(token_refused(reply), retryable=False)
+    data: Any
+    try:
+        data = json.loads(reply.body)
+    except ValueError:
+        data = None
+    results = data.get("results") if isinstance(data, dict) else None
+    if isinstance(results, dict) and reply.status in _QUERY_ANSWERED:
+        failed = [
+            (ref_id, result)
+            for ref_id, result in sorted(results.items())
+            if isinstance(result, dict) and (result.get("error") or _int_status(result) >= 400)  # noqa: PLR2004 - HTTP's error range
+        ]
+        if not failed and reply.status != HTTPStatus.BAD_REQUEST:
+            return results
+        if failed:
+            raise GrafanaError(
+                "; ".join(
+                    f"{ref_id}: {result.get('error') or f'status {_int_status(result)}'}"
+                    for ref_id, result in failed
+                ),
+                retryable=any(_int_status(result) >= 500 for _, result in failed),  # noqa: PLR2004
+            )
+    message = data.get("message") if isinstance(data, dict) else None
+    reason = f": {message}" if isinstance(message, str) and message else ""
+    if reply.status == HTTPStatus.FORBIDDEN:
+        raise GrafanaError(
+            "the sidecar's service account may not query this data source"
+            f"{reason}; give it the Viewer role (datasources:query)",
+            retryable=False,
+        )
+    raise GrafanaError(
+        f"Grafana answered /api/ds/query with HTTP {reply.status}{reason}",
+        retryable=reply.status >= HTTPStatus.INTERNAL_SERVER_ERROR,
+    )
+
+
+def _int_status(result: Mapping[str, Any]) -> int:
+    """A query result's `status` (200 when absent or not a number)."""
+    status = result.get("status")
+    return status if isinstance(status, int) and not isinstance(status, bool) else 200
 
 
 def token_refused(reply: Reply) -> str:

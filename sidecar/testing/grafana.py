@@ -8,6 +8,7 @@ types and JSON keys are reproduced exactly; where versions differ, a `Profile` s
 standin = GrafanaStandIn.standard(profile="g11.3")      # see grafana_standard.STANDARD
 async with standin.serve() as base_url:                  # http://127.0.0.1:<port>
     standin.render.fail_first(2)                         # next two renders: 500
+    standin.query.set_fault("query_error", panel_id=4)   # panel 4's data queries fail
     cookie = standin.create_session("viewer")            # grafana_session=<cookie>
     ...
     await standin.stop(); await standin.start()          # "Grafana down", back on that port
@@ -19,7 +20,8 @@ Routes (one table, `GrafanaStandIn.routes`): `/api/health`, `/healthz`, `/login`
 `/api/org`, `/api/access-control/user/{permissions,actions}`,
 `/api/access-control/users/permissions/search`, `/api/dashboards/uid/{uid}`,
 `/api/folders/{uid}`, `/api/library-elements/{uid}`, `/api/search`, `/api/auth/keys`,
-`/render/...`, `/api/live/ws` (a WebSocket echo behind Live's checks); every other `/api/*`
+`POST /api/ds/query` (deterministic frames, `grafana_query`), `/render/...`,
+`/api/live/ws` (a WebSocket echo behind Live's checks); every other `/api/*`
 path answers 404 `{"message":"Not found"}` without looking at credentials, like Grafana's
 `NotFoundHandler`. Test-only routes that no Grafana has, for the front proxy's tests:
 `/_testing/echo...` (what arrived, as JSON), `GET /_testing/download` (a large, slow or
@@ -40,6 +42,7 @@ import json
 import math
 import re
 import secrets
+import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -77,6 +80,14 @@ from sidecar.testing.grafana_png import (
     panel_color,
     placeholder_png,
     solid_png,
+)
+from sidecar.testing.grafana_query import (
+    DEFAULT_RANGE_MS,
+    QueryCall,
+    QueryControl,
+    failed_results,
+    parse_time,
+    query_results,
 )
 from sidecar.testing.grafana_render import FaultRule, RenderCall, RenderControl
 from sidecar.testing.grafana_standard import (
@@ -116,6 +127,12 @@ _CHUNK: Final = 64 * 1024
 _PATTERN: Final = bytes(range(256)) * (_CHUNK // 256)  # byte i of a download is i % 256
 _TIMEOUT_MESSAGE: Final = (
     "timeout error - you can set timeout in seconds with &timeout url parameter"
+)
+# The data sources every org has (`/api/frontend/settings` lists them): name, uid.
+_BUILT_IN_SOURCES: Final = (
+    ("-- Grafana --", "grafana"),
+    ("-- Mixed --", "-- Mixed --"),
+    ("-- Dashboard --", "-- Dashboard --"),
 )
 _API_KEYS_GONE: Final = (
     "this endpoint has been removed, please use POST /api/serviceaccounts and "
@@ -165,6 +182,7 @@ class GrafanaStandIn:
     Attributes:
         world: orgs, identities, folders, dashboards, grants (`grafana_world.World`).
         render: run-time switches and records of `/render` (`grafana_render.RenderControl`).
+        query: faults and records of `/api/ds/query` (`grafana_query.QueryControl`).
         requests: every request received, oldest first.
         database_ok: False makes `/api/health` answer 503 "failing".
         images_drawn: panel images drawn so far; a render served from the cache adds none.
@@ -193,6 +211,7 @@ class GrafanaStandIn:
         self.render = RenderControl(
             installed=renderer_installed, limit=concurrent_render_limit, delay=render_delay
         )
+        self.query = QueryControl()
         self.requests: list[RecordedRequest] = []
         self.database_ok = True
         self.images_drawn = 0
@@ -370,6 +389,7 @@ class GrafanaStandIn:
             ("GET", "/api/search", self._search),
             ("GET", "/api/auth/keys", self._list_keys),
             ("POST", "/api/auth/keys", self._create_key),
+            ("POST", "/api/ds/query", self._ds_query),
             ("GET", "/render/{tail:.+}", self._render),
             ("GET", "/api/live/ws", self._live),
             ("*", "/_testing/echo{tail:.*}", self._echo),
@@ -528,8 +548,8 @@ class GrafanaStandIn:
         )
 
     async def _frontend_settings(self, request: web.Request) -> web.Response:
-        """`/api/frontend/settings` (§7.2): edition, version, renderer availability."""
-        self._identify(request)
+        """`/api/frontend/settings` (§7.2): edition, version, renderer, data sources."""
+        identity = self._identify(request)
         profile = self.profile
         build: dict[str, Any] = {"hideVersion": self.hide_version, "version": profile.version}
         if profile.frontend_version_string:
@@ -560,6 +580,7 @@ class GrafanaStandIn:
             "featureToggles": {"clientTokenRotation": True},
             "rendererAvailable": self.render.available,
             "rendererVersion": "3.12.9" if self.render.available else "",
+            **self._data_source_settings(identity),
         }
         if profile.frontend_version_string:
             settings |= {
@@ -568,6 +589,40 @@ class GrafanaStandIn:
                 "rendererDefaultImageScale": 1,
             }
         return ctx_json(200, settings, sort_keys=False)
+
+    def _data_source_settings(self, identity: Identity) -> dict[str, Any]:
+        """`datasources` and `defaultDatasource` of the frontend settings.
+
+        `datasources` maps names to the data sources the caller may query and the built-in
+        ones; `defaultDatasource` is a name, `-- Grafana --` when the org has no default.
+        """
+        listed: dict[str, Any] = {}
+        default = "-- Grafana --"
+        for source in sorted(self.world.data_sources.values(), key=lambda ds: ds.name):
+            scope = f"datasources:uid:{source.uid}"
+            if source.org_id != identity.org_id or not self.world.can(
+                identity, "datasources:query", [scope]
+            ):
+                continue
+            listed[source.name] = {
+                "id": source.id,
+                "uid": source.uid,
+                "type": source.type,
+                "name": source.name,
+                "isDefault": source.is_default,
+                "access": "proxy",
+                "meta": {"id": source.type, "builtIn": False, "backend": True},
+            }
+            if source.is_default:
+                default = source.name
+        for name, uid in _BUILT_IN_SOURCES:
+            listed[name] = {
+                "type": "datasource",
+                "uid": uid,
+                "name": name,
+                "meta": {"id": uid, "builtIn": True, "mixed": uid == "-- Mixed --"},
+            }
+        return {"datasources": listed, "defaultDatasource": default}
 
     # -- identity endpoints --------------------------------------------------------------
 
@@ -924,6 +979,80 @@ class GrafanaStandIn:
         key = self.world.add_api_key(name, org_id=identity.org_id, role=role)
         return response_json(200, {"id": self.world.keys[key].id, "name": name, "key": key})
 
+    # -- data queries ----------------------------------------------------------------------
+
+    async def _ds_query(self, request: web.Request) -> web.Response:
+        """`POST /api/ds/query`: every query's frames, as `QueryMetricsV2` answers.
+
+        Signed in and `datasources:query` (the route's RBAC check, then each data source's
+        scope); 400 for a body that does not bind or holds no query, 404 for an unknown
+        data source uid; then the faults of `self.query`, else 200 with the frames.
+        """
+        identity = self._identify(request)
+        self._require(identity, "datasources:query")
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        queries = body.get("queries") if isinstance(body, dict) else None
+        if not isinstance(queries, list) or not all(isinstance(q, dict) for q in queries):
+            return response_error(400, "bad request data", cause=True)
+        refused = self._query_refusal(identity, queries)
+        if refused is not None:
+            return refused
+        now_ms = int(time.time() * 1000)
+        # Grafana reads a time it cannot parse as "now" (to) and six hours before (from).
+        to_ms = parse_time(body.get("to"), now_ms=now_ms)
+        to_ms = now_ms if to_ms is None else to_ms
+        from_ms = parse_time(body.get("from"), now_ms=now_ms)
+        from_ms = to_ms - DEFAULT_RANGE_MS if from_ms is None else from_ms
+        panel_id = request.headers.get("X-Panel-Id", "")
+        rule = self.query.take_fault(panel_id)
+        mode = rule.mode if rule is not None else None
+        if rule is not None and mode == "slow":
+            await asyncio.sleep(rule.seconds)
+        self.query.calls.append(
+            QueryCall(
+                identity=identity.typed_id,
+                org_id=identity.org_id,
+                panel_id=panel_id,
+                dashboard_uid=request.headers.get("X-Dashboard-Uid", ""),
+                from_ms=from_ms,
+                to_ms=to_ms,
+                queries=tuple(queries),
+                outcome=mode if mode not in {None, "slow"} else "ok",
+            )
+        )
+        if mode == "server_error":
+            return response_error(500, "Query data error", cause=True)
+        if mode == "bad_request":
+            return response_error(400, "bad request data", cause=True)
+        if mode == "query_error":
+            # A data source's failure: 400 with each query's error (`toJsonStreamingResponse`).
+            return response_json(400, {"results": failed_results(queries)})
+        return response_json(200, {"results": query_results(queries, from_ms, to_ms)})
+
+    def _query_refusal(
+        self, identity: Identity, queries: Sequence[Mapping[str, Any]]
+    ) -> web.Response | None:
+        """Why Grafana would refuse these queries before running them, if it would."""
+        if not queries:
+            return _errutil(400, "query.noQueries", "No queries found")
+        for query in queries:
+            source = query.get("datasource")
+            uid = source.get("uid") if isinstance(source, Mapping) else source
+            if not isinstance(uid, str) or not uid:
+                return _errutil(
+                    400,
+                    "query.invalidDatasourceId",
+                    "Query does not contain a valid data source identifier",
+                )
+            if (identity.org_id, uid) not in self.world.data_sources:
+                return response_error(404, "Data source not found", cause=True)
+            if not self.world.can(identity, "datasources:query", [f"datasources:uid:{uid}"]):
+                return response_error(403, "Access denied to data source", cause=True)
+        return None
+
     # -- render --------------------------------------------------------------------------
 
     async def _render(self, request: web.Request) -> web.Response:
@@ -1227,6 +1356,14 @@ class GrafanaStandIn:
 _BASIC_ROLES: Final = frozenset({"Viewer", "Editor", "Admin", "None"})
 # What Go's strconv.Atoi accepts (within int64), no more: `isdigit()` would take "²".
 _INTEGER: Final = re.compile(r"[+-]?[0-9]{1,18}")
+
+
+def _errutil(status: int, message_id: str, message: str) -> web.Response:
+    """An `errutil` error as `response.ErrOrFallback` writes it (public message and id)."""
+    return response_json(
+        status,
+        {"message": message, "messageId": message_id, "statusCode": status, "traceID": ""},
+    )
 
 
 def _render_failure(mode: str | None) -> tuple[str, web.Response] | None:

@@ -29,6 +29,10 @@ Legacy API keys (org 1): `STANDARD.legacy_viewer_key` (Viewer), `STANDARD.legacy
 
 Folders (org 1): `team-folder` "Team" > `team-nested` "Nested"; `secret-folder` "Secret".
 
+Data sources: `gdev-testdata` (uid `STANDARD.testdata_uid`, TestData, the default) in
+org 1, as the fixture dashboards name it; `TestData` (uid `testdata-org2`, the default)
+in org 2. Every Viewer may query them.
+
 Dashboards, always present (synthetic): `open-dash` (root; every Viewer may view it),
 `sidecar-demo` (team-folder; rows, a collapsed row, a repeat, a library panel),
 `nested-dash` (team-nested), `secret-dash` (secret-folder; only admins), `org2-dash`
@@ -86,6 +90,9 @@ class StandardWorld:
     secret_dashboard: str = "secret-dash"
     org2_dashboard: str = "org2-dash"
     demo_library_panel: str = "demo-lib-panel"
+    testdata_uid: str = "PD8C576611E62080A"
+    testdata_name: str = "gdev-testdata"
+    testdata_type: str = "grafana-testdata-datasource"
 
 
 STANDARD: Final = StandardWorld()
@@ -133,6 +140,9 @@ def populate_standard_world(world: World, fixtures_dir: Path | None = None) -> N
     world.add_token(world.add_service_account("norole", org_id=1, role="None"), s.norole_token)
     world.add_api_key("legacy-viewer", org_id=1, role="Viewer", secret="LegacyViewerKeySecret01")
     world.add_api_key("legacy-admin", org_id=1, role="Admin", secret="LegacyAdminKeySecret001")
+
+    world.add_data_source(s.testdata_uid, s.testdata_name, s.testdata_type, is_default=True)
+    world.add_data_source("testdata-org2", "TestData", s.testdata_type, org_id=2, is_default=True)
 
     world.add_folder(s.team_folder, "Team")
     world.add_folder(s.nested_folder, "Nested", parent_uid=s.team_folder)
@@ -249,7 +259,7 @@ def _simple_dashboard(uid: str, title: str) -> dict[str, Any]:
 
 def _library_panels() -> list[tuple[str, str, dict[str, Any]]]:
     """(uid, name, model) of the standard library panels."""
-    testdata = {"type": "grafana-testdata-datasource", "uid": "PD8C576611E62080A"}
+    testdata = {"type": STANDARD.testdata_type, "uid": STANDARD.testdata_uid}
     return [
         (
             STANDARD.demo_library_panel,

@@ -242,6 +242,18 @@ class LibraryElement:
     model: dict[str, Any]
 
 
+@dataclass(slots=True)
+class DataSource:
+    """A data source of an org; `is_default` marks the org's default one."""
+
+    id: int
+    uid: str
+    name: str
+    type: str
+    org_id: int
+    is_default: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class Grant:
     """One managed permission: `grantee` is `user:<id>`, `service-account:<id>` or `role:<Role>`."""
@@ -283,6 +295,8 @@ _VIEWER: Final[tuple[Permission, ...]] = (
     ("orgs:read", ""),
     ("orgs.quotas:read", ""),
     ("folders:read", "folders:uid:general"),
+    # Every Viewer may query every data source (the stand-in has no data source grants).
+    ("datasources:query", "datasources:*"),
 )
 _EDITOR: Final[tuple[Permission, ...]] = (
     ("dashboards:create", "folders:*"),
@@ -456,7 +470,7 @@ def _short_uid(seed: str) -> str:
 
 
 class World:
-    """Every org, identity, folder, dashboard, library panel and grant of one stand-in."""
+    """Every org, identity, folder, dashboard, library panel, data source and grant."""
 
     def __init__(self) -> None:
         self.orgs: dict[int, Org] = {}
@@ -467,12 +481,14 @@ class World:
         self.folders: dict[tuple[int, str], Folder] = {}
         self.dashboards: dict[tuple[int, str], Dashboard] = {}
         self.library_elements: dict[tuple[int, str], LibraryElement] = {}
+        self.data_sources: dict[tuple[int, str], DataSource] = {}
         self.grants: list[Grant] = []
         self._org_ids = itertools.count(1)
         self._principal_ids = itertools.count(1)
         self._key_ids = itertools.count(1)
         self._dashboard_ids = itertools.count(1)
         self._library_ids = itertools.count(1)
+        self._data_source_ids = itertools.count(1)
 
     # -- building ------------------------------------------------------------------------
 
@@ -620,6 +636,19 @@ class World:
         )
         self.library_elements[(org_id, uid)] = element
         return element
+
+    def add_data_source(
+        self, uid: str, name: str, kind: str, *, org_id: int = 1, is_default: bool = False
+    ) -> DataSource:
+        """Create a data source of type `kind`; `is_default` makes it the org's default."""
+        self._org(org_id)
+        if is_default:
+            for other in self.data_sources.values():
+                if other.org_id == org_id:
+                    other.is_default = False
+        source = DataSource(next(self._data_source_ids), uid, name, kind, org_id, is_default)
+        self.data_sources[(org_id, uid)] = source
+        return source
 
     def grant(
         self,
