@@ -62,6 +62,8 @@ class Identity:
     # Reporting actions Grafana itself grants (none in OSS unless a role adds them), with
     # their scopes; org roles grant the rest through `auth.permissions`.
     granted: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Scopes of Grafana's `datasources:query` for this caller (for the CSV export).
+    query_scopes: tuple[str, ...] = ()
 
     @property
     def display(self) -> str:
@@ -174,6 +176,14 @@ class Authorizer:
         if not self.can(identity, action, report_id):
             raise AccessDenied(action)
 
+    def require_queries(self, identity: Identity, data_source_uids: Iterable[str]) -> None:
+        """The caller may query each data source in Grafana (`datasources:query`), or 403."""
+        scopes = set(identity.query_scopes)
+        everything = {"*", "datasources:*", "datasources:uid:*"}
+        for uid in data_source_uids:
+            if scopes.isdisjoint(everything | {f"datasources:uid:{uid}"}):
+                raise AccessDenied("datasources:query")
+
     async def visible_dashboards(
         self, identity: Identity, uids: Iterable[str]
     ) -> dict[str, DashboardInfo]:
@@ -261,6 +271,7 @@ class Authorizer:
             login=login,
             credentials=credentials,
             granted=_reporting_grants(granted),
+            query_scopes=_scopes(granted, "datasources:query"),
         )
 
     async def _user_role(self, credentials: Credentials, org_id: int) -> OrgRole:
@@ -305,6 +316,12 @@ def _dashboard_info(uid: str, answer: Any) -> DashboardInfo:
     return DashboardInfo(
         uid=uid, id=_int(dashboard.get("id")), title=str(dashboard.get("title", ""))
     )
+
+
+def _scopes(permissions: Any, action: str) -> tuple[str, ...]:
+    """The scopes of `action` in Grafana's permission map."""
+    scopes = permissions.get(action) if isinstance(permissions, dict) else None
+    return tuple(str(scope) for scope in scopes) if isinstance(scopes, list) else ()
 
 
 def _reporting_grants(permissions: Any) -> dict[str, tuple[str, ...]]:

@@ -445,6 +445,17 @@ def panel_queries(
     return list(batches.values())
 
 
+def data_source_uids(queries: Sequence[Mapping[str, Any]]) -> set[str]:
+    """The data sources a batch of queries reads (server-side expressions are not one)."""
+    uids = set()
+    for query in queries:
+        source = query.get("datasource")
+        uid = source.get("uid") if isinstance(source, Mapping) else None
+        if isinstance(uid, str) and uid and uid != EXPRESSION_UID:
+            uids.add(uid)
+    return uids
+
+
 def _targets_and_source(
     panel: Mapping[str, Any],
     models: Sequence[Mapping[str, Any]],

@@ -37,6 +37,7 @@ from sidecar.csvexport import (
     TableData,
     Variables,
     build_zip,
+    data_source_uids,
     find_panel,
     frames_of,
     interval_ms,
@@ -327,9 +328,25 @@ class ReportService:
         data_sources = DataSources.from_frontend_settings(
             await self._grafana.frontend_settings(identity.org_id)
         )
+        prepared = [self._table_queries(job, data_sources) for job in jobs]
+        # The caller must be allowed to query every data source, as in Grafana itself:
+        # checked before the sidecar's token sends a single query.
+        self._authorizer.require_queries(
+            identity,
+            {
+                uid
+                for batches in prepared
+                if isinstance(batches, list)
+                for queries in batches
+                for uid in data_source_uids(queries)
+            },
+        )
         slots = asyncio.Semaphore(self._config.render.concurrency)
         errors = await asyncio.gather(
-            *(self._query_table(job, data_sources, slots) for job in jobs)
+            *(
+                self._query_table(job, batches, slots)
+                for job, batches in zip(jobs, prepared, strict=True)
+            )
         )
         failures = {job.name: error for job, error in zip(jobs, errors, strict=True) if error}
         if failures:
@@ -393,24 +410,36 @@ class ReportService:
             for panel in tables
         ]
 
-    async def _query_table(
-        self, job: _TableJob, data_sources: DataSources, slots: asyncio.Semaphore
-    ) -> Exception | None:
-        """Run one table panel's queries into `job.frames`; the error instead, if one fails."""
+    def _table_queries(
+        self, job: _TableJob, data_sources: DataSources
+    ) -> list[list[dict[str, Any]]] | Exception:
+        """One table panel's queries, one batch per data source; the error instead."""
         if job.model is None:
             return NotQueryable("its JSON was not found in the dashboard")
         points = _positive_int(job.model.get("maxDataPoints")) or job.width_px
         minimum = job.variables.interpolate(job.model.get("interval"))  # may be `$resolution`
-        step = interval_ms(job.to_ms - job.from_ms, points, minimum)
         try:
-            batches = panel_queries(
+            return panel_queries(
                 job.model,
                 models=job.models,
                 data_sources=data_sources,
                 variables=job.variables,
                 max_data_points=points,
-                interval=step,
+                interval=interval_ms(job.to_ms - job.from_ms, points, minimum),
             )
+        except (SidecarError, ValueError) as exc:
+            return exc
+
+    async def _query_table(
+        self,
+        job: _TableJob,
+        batches: list[list[dict[str, Any]]] | Exception,
+        slots: asyncio.Semaphore,
+    ) -> Exception | None:
+        """Run one table panel's queries into `job.frames`; the error instead, if one fails."""
+        if isinstance(batches, Exception):
+            return batches
+        try:
             for queries in batches:
                 async with slots:
                     results = await self._grafana.query_data(

@@ -338,6 +338,24 @@ async def test_a_dashboard_the_caller_cannot_view_is_403_before_any_query(
     ]
 
 
+async def test_a_caller_who_may_not_query_gets_403_before_any_query(
+    sidecar: Client, grafana: GrafanaStandIn
+) -> None:
+    """Seeing a dashboard is not enough for its data: Grafana's `datasources:query` is needed.
+
+    `nobody` (org role None) is given view access to the tables dashboard but holds no
+    `datasources:query`, as in Grafana: the sidecar's token must not query for them.
+    """
+    nobody = grafana.world.user_by_login(STANDARD.nobody[0])
+    assert nobody is not None
+    grafana.world.grant(f"dashboards:uid:{TABLES_UID}", to=nobody)
+    response = await export(sidecar, TABLES_UID, headers=basic(STANDARD.nobody))
+    assert response.status == 403
+    body = await response.json()
+    assert body["message"].endswith("Permissions needed: datasources:query")
+    assert grafana.requests_to("/api/ds/query") == []
+
+
 @pytest.mark.parametrize(
     ("params", "reason"),
     [
