@@ -55,6 +55,6 @@ EXPOSE 3001
 # Liveness through Python itself (the image has no curl): GET /-/healthy on the port the
 # sidecar listens on, bypassing any HTTP proxy set in the environment.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request as r; r.build_opener(r.ProxyHandler({})).open('http://127.0.0.1:%s/-/healthy' % os.environ.get('SIDECAR_SERVER_PORT', '3001'), timeout=4)"]
+    CMD ["sidecar", "healthcheck"]
 ENTRYPOINT ["sidecar"]
 CMD ["serve", "--config", "/etc/grafana-reporting/sidecar.yaml"]

@@ -46,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         print(json.dumps(config.redacted(), indent=2))  # noqa: T201 - CLI output
         return 0
+    if args.command == "healthcheck":
+        return asyncio.run(_healthcheck(config))
     return _serve(config, lambda: load_config(path, environ()))
 
 
@@ -59,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in (
         ("serve", "run the service"),
         ("check-config", "validate the configuration and print it with secrets redacted"),
+        ("healthcheck", "exit 0 if the sidecar configured here answers /-/healthy (containers)"),
     ):
         command = commands.add_parser(name, help=text, description=text)
         command.add_argument(
@@ -96,6 +99,30 @@ def _serve(config: Config, reload_config: Callable[[], Config]) -> int:
         print(f"sidecar: cannot serve: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
         return EXIT_FAILURE
     return 0
+
+
+async def _healthcheck(config: Config) -> int:
+    """Ask the local sidecar's `/-/healthy`; never Grafana, never the store."""
+    host = config.server.host
+    # A wildcard address is reachable on loopback; IPv6 literals need brackets in a URL.
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
+    url = (
+        f"http://[{host}]:{config.server.port}"
+        if ":" in host
+        else f"http://{host}:{config.server.port}"
+    )
+    try:
+        async with (
+            aiohttp.ClientSession(trust_env=False) as session,
+            session.get(f"{url}/-/healthy", timeout=aiohttp.ClientTimeout(total=4)) as answer,
+        ):
+            if answer.status == HTTPStatus.OK:
+                return 0
+            problem = f"answered HTTP {answer.status}"
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        problem = str(exc) or type(exc).__name__
+    print(f"healthcheck: {url}/-/healthy: {problem}", file=sys.stderr)  # noqa: T201 - CLI output
+    return EXIT_FAILURE
 
 
 def _demo(out: Path) -> int:

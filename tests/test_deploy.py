@@ -1133,7 +1133,7 @@ def test_dockerfile_contract() -> None:
         "/etc/grafana-reporting/sidecar.yaml",
     ]
     assert final_stage("EXPOSE") == [str(Config().server.port)]
-    assert healthcheck_command()[:2] == ["python", "-c"]
+    assert healthcheck_command() == ["sidecar", "healthcheck"]
     assert not re.search(r"\b(curl|wget)\b", " ".join(final_stage("RUN")))
     labels = dict(
         token.split("=", 1) for item in final_stage("LABEL") for token in shlex.split(item)
@@ -1325,7 +1325,9 @@ def test_package_installs_and_runs_as_in_the_image(k8s_tree: Path, tmp_path: Pat
         "SIDECAR_SERVER_PORT": str(port),
         "SIDECAR_STORAGE_URL": f"sqlite:///{tmp_path / 'reports.db'}",
     }
-    probe = [str(python), *healthcheck_command()[1:]]
+    # The image sets SIDECAR_CONFIG; the probe finds the same file here the same way.
+    environ["SIDECAR_CONFIG"] = str(config_path)
+    probe = [str(sidecar), *healthcheck_command()[1:]]
     with (tmp_path / "serve.log").open("wb") as log:
         server = subprocess.Popen(  # noqa: S603 - our own argument list, no shell
             [sidecar, "serve", "--config", config_path], env=environ, stdout=log, stderr=log
