@@ -3,14 +3,18 @@
 Resources live in one cleanup context, built in dependency order and closed in reverse:
 the PDF fonts (read once, checked before anything opens), the HTTP session to Grafana (no
 cookie jar: callers' cookies must never be shared), the store, then the services that use
-them.
+them, then the owned tasks (SIGHUP reloads, the scheduler), cancelled first on cleanup.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
+import socket
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -30,13 +34,14 @@ from sidecar.api import (
     not_found,
 )
 from sidecar.auth import Authorizer
-from sidecar.config import Config, PdfConfig
+from sidecar.config import Config, PdfConfig, ScheduleConfig
 from sidecar.errors import ConfigError, SidecarError
 from sidecar.grafana import GrafanaClient
 from sidecar.mail import Mailer
 from sidecar.pdf import InvalidFont, PdfFont, PdfFonts
 from sidecar.proxy import GrafanaProxy
 from sidecar.render import PanelRenderer
+from sidecar.scheduler import Scheduler, Sleep
 from sidecar.service import ReportService
 from sidecar.store import SqliteStore
 
@@ -75,6 +80,33 @@ async def _reloading(
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+
+
+@asynccontextmanager
+async def _scheduling(
+    service: ReportService,
+    store: SqliteStore,
+    config: ScheduleConfig,
+    *,
+    now: Callable[[], datetime],
+    sleep: Sleep,
+) -> AsyncIterator[None]:
+    """Run the scheduler while the app runs (when `schedule.enabled`); cancel it on cleanup."""
+    if not config.enabled:
+        yield
+        return
+    # Unique per process, so that the run history tells which replica sent what.
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    scheduler = Scheduler(
+        service=service, store=store, config=config, owner=owner, now=now, sleep=sleep
+    )
+    task = asyncio.get_running_loop().create_task(scheduler.run(), name="scheduler")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 logger = logging.getLogger(__name__)
@@ -149,8 +181,11 @@ def create_app(
     *,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     reload_from: Callable[[], Config] | None = None,
+    sleep: Sleep = asyncio.sleep,
 ) -> web.Application:
     """The sidecar as an aiohttp application; resources open on startup, close on cleanup.
+
+    `now` and `sleep` are the scheduler's clock (tests pass a fast one).
 
     With `reload_from` (which loads the configuration again), SIGHUP reloads the
     provisioned reports, like Grafana's provisioning; other settings need a restart.
@@ -194,7 +229,10 @@ def create_app(
                 )
                 await service.start()
                 app[SERVICE] = service
-                async with _reloading(service, reload_from):
+                async with (
+                    _reloading(service, reload_from),
+                    _scheduling(service, store, config.schedule, now=now, sleep=sleep),
+                ):
                     yield
             finally:
                 await store.close()

@@ -43,6 +43,9 @@ _ADMIN_ACTIONS = frozenset(
 )
 # fixed:folders:reader (dashboards:read on every folder) is granted to Admin only (§3.3).
 _EVERY_FOLDER = frozenset({"*", "folders:*", "dashboards:*"})
+# `dashboards:read` scopes that cover every dashboard of the org.
+_ANY_DASHBOARD = frozenset({"*", "dashboards:*", "dashboards:uid:*", "folders:*", "folders:uid:*"})
+OWNER_UNCHECKABLE = "owner's dashboard access cannot be checked on this Grafana version"
 _EDITOR_ACTIONS = frozenset({"dashboards:create", "dashboards:write", "datasources:explore"})
 _FORWARDED = ("Authorization", "X-Grafana-Org-Id")
 _CACHE_SIZE = 1024
@@ -220,6 +223,65 @@ class Authorizer:
         if len(visible) < len(set(wanted)):
             raise PermissionDenied(DASHBOARD_DENIED)
         return visible
+
+    async def owner_denial(self, org_id: int, user_id: int, uids: Iterable[str]) -> str | None:
+        """Why a report's owner may not (any more) view its dashboards; None when they may.
+
+        Asked at every scheduled run, with the sidecar's token, since nobody's credentials
+        come with it: a user who lost access must stop receiving what they may not see.
+
+        * `user_id` 0 is a report provisioned in sidecar.yaml: the administrator who wrote
+          the file vouches for it, so it is allowed.
+        * Where Grafana has `/api/access-control/users/permissions/search` (12+, or a
+          toggle; §3.1), the owner's `dashboards:read` scopes decide: `dashboards:*`,
+          `dashboards:uid:<uid>`, `folders:*` or `folders:uid:<f>` for the dashboard's
+          folder or any ancestor (the dashboard's `meta.folderUid`, then `parents`).
+        * Elsewhere (404), the fallback is the owner's org role from `/api/org/users`: an
+          Admin reads every dashboard (§3.3), so is allowed; for anyone else access cannot
+          be told, and the run is refused (fail closed).
+
+        Raises GrafanaError (retryable when Grafana is down) when Grafana cannot answer.
+        """
+        if user_id == 0:
+            return None
+        wanted = list(dict.fromkeys(uids))
+        scopes = await self._grafana.user_permissions(user_id, "dashboards:read", org_id)
+        if scopes is None:
+            return await self._owner_role_denial(org_id, user_id)
+        held = set(scopes)
+        if held & _ANY_DASHBOARD:
+            return None
+        for uid in wanted:
+            if f"dashboards:uid:{uid}" in held:
+                continue
+            folders = await self._folder_chain(uid, org_id)
+            if held.isdisjoint(f"folders:uid:{folder}" for folder in folders):
+                return f"the report's owner (user {user_id}) can no longer view dashboard {uid}"
+        return None
+
+    async def _owner_role_denial(self, org_id: int, user_id: int) -> str | None:
+        """The fallback of `owner_denial` for Grafana without the permission search."""
+        for member in await self._grafana.org_users(org_id):
+            if _int(member.get("userId")) == user_id:
+                if member.get("role") == "Admin":
+                    return None
+                return OWNER_UNCHECKABLE
+        return f"the report's owner (user {user_id}) is no longer a member of org {org_id}"
+
+    async def _folder_chain(self, uid: str, org_id: int) -> list[str]:
+        """The dashboard's folder and its ancestors (`general` for the root), by uid."""
+        found = await self._grafana.dashboard(uid, org_id)
+        meta = found.get("meta")
+        folder = str(meta.get("folderUid") or "") if isinstance(meta, dict) else ""
+        if not folder:
+            return ["general"]
+        parents = (await self._grafana.folder(folder, org_id)).get("parents")
+        ancestors = [
+            str(parent.get("uid"))
+            for parent in (parents if isinstance(parents, list) else [])
+            if isinstance(parent, dict) and parent.get("uid")
+        ]
+        return [folder, *ancestors]
 
     async def _identify(self, credentials: Credentials) -> Identity:
         """Contract §12 steps 2-5."""

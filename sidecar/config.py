@@ -222,6 +222,17 @@ class ProxyConfig(Section):
         return value
 
 
+class ScheduleConfig(Section):
+    """The scheduler: sends each report at its due times, exactly once."""
+
+    enabled: bool = True
+    # A run missed (sidecar down) by less than this is still sent once; older: 'missed'.
+    # Transient failures are retried within it too.
+    grace_period_seconds: float = Field(default=3600.0, gt=0)
+    retry_seconds: float = Field(default=60.0, gt=0)  # first retry delay; doubles each time
+    poll_seconds: float = Field(default=60.0, gt=0)  # re-read every report at least this often
+
+
 class LogConfig(Section):
     """Logging: one JSON object per line by default, for log collectors."""
 
@@ -240,6 +251,7 @@ class Config(Section):
     smtp: SmtpConfig = SmtpConfig()
     storage: StorageConfig = StorageConfig()
     proxy: ProxyConfig = ProxyConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
     log: LogConfig = LogConfig()
     reports: tuple[Report, ...] = ()
 

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -44,7 +44,14 @@ from sidecar.csvexport import (
     panel_models,
     panel_queries,
 )
-from sidecar.errors import InvalidInput, NotFound, RenderError, SidecarError, UpstreamError
+from sidecar.errors import (
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    RenderError,
+    SidecarError,
+    UpstreamError,
+)
 from sidecar.grafana import GrafanaClient
 from sidecar.layout import (
     DashboardLayout,
@@ -60,6 +67,7 @@ from sidecar.model import (
     ReportDashboard,
     ReportSettings,
     Schedule,
+    State,
     TimeRange,
     resolve_time,
 )
@@ -73,7 +81,8 @@ from sidecar.pdf import (
     build_pdf,
 )
 from sidecar.render import PanelRenderer, PanelRequest
-from sidecar.store import RunRecord, SqliteStore
+from sidecar.schedule import next_run, state_of
+from sidecar.store import RunRecord, ScheduledRun, SqliteStore
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +143,31 @@ class TableDataError(RenderError):
         self.failures = dict(failures)
 
 
+Trigger = Literal["api", "schedule"]
+RUNS_SHOWN = 50  # scheduled runs the runs endpoint lists
+
+
+class OwnerDenied(PermissionDenied):
+    """A scheduled run refused because the report's owner may not view its dashboards."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleView:
+    """What an admin sees of a report's schedule: next run, state, last runs."""
+
+    next_run: datetime | None
+    state: State
+    runs: list[ScheduledRun]
+
+
+def _state(report: Report, now: datetime) -> State:
+    """`state_of`, keeping the stored state when the schedule cannot be read."""
+    try:
+        return state_of(report, now=now)
+    except InvalidInput:
+        return report.state
+
+
 class ReportService:
     """Sends reports: the one path every send takes, from the API or (later) a schedule."""
 
@@ -159,6 +193,9 @@ class ReportService:
         self._store = store
         self._now = now
         self._provisioned = {(report.org_id, report.id): report for report in config.reports}
+        # Set whenever a report is created, changed or deleted: wakes the scheduler, which
+        # clears it before it reads the reports again.
+        self.changed = asyncio.Event()
 
     async def start(self) -> None:
         """Reserve the provisioned ids in the store (new reports get higher ones)."""
@@ -168,6 +205,7 @@ class ReportService:
         """Take a new set of provisioned reports (SIGHUP), checked against the store first."""
         await self._store.reserve_ids({report.id for report in reports})
         self._provisioned = {(report.org_id, report.id): report for report in reports}
+        self.changed.set()
 
     # -- report definitions -------------------------------------------------------------
 
@@ -203,17 +241,53 @@ class ReportService:
         visible = await self._authorizer.visible_dashboards(
             identity, [uid for report in reports for uid in report.dashboard_uids]
         )
-        return [
-            _with_dashboard_names(report, visible)
-            for report in reports
-            if all(uid in visible for uid in report.dashboard_uids)
-        ]
+        return await self._with_states(
+            [
+                _with_dashboard_names(report, visible)
+                for report in reports
+                if all(uid in visible for uid in report.dashboard_uids)
+            ]
+        )
 
     async def get_report(self, identity: Identity, report_id: int) -> Report:
         """One report, if the caller can view all its dashboards (403 otherwise)."""
         report = await self.report(identity.org_id, report_id)
         visible = await self._authorizer.require_dashboards(identity, report.dashboard_uids)
-        return _with_dashboard_names(report, visible)
+        (found,) = await self._with_states([_with_dashboard_names(report, visible)])
+        return found
+
+    async def all_reports(self) -> list[Report]:
+        """Every report of every org, provisioned then stored (for the scheduler)."""
+        return [*self._provisioned.values(), *await self._store.all_reports()]
+
+    async def schedule_runs(self, identity: Identity, report_id: int) -> ScheduleView:
+        """A report's next run, state and last scheduled runs (most recent first)."""
+        report = await self.report(identity.org_id, report_id)
+        await self._authorizer.require_dashboards(identity, report.dashboard_uids)
+        runs = await self._store.recent_runs(identity.org_id, report_id, RUNS_SHOWN)
+        last_due = runs[0].due_at if runs else None
+        now = self._now()
+
+        def calendar() -> tuple[State, datetime | None]:
+            state = _state(report, now)
+            if state != "scheduled":
+                return state, None
+            return state, next_run(report.schedule, after=max(now, last_due or now))
+
+        state, upcoming = await asyncio.to_thread(calendar)
+        return ScheduleView(next_run=upcoming, state=state, runs=runs)
+
+    async def _with_states(self, reports: list[Report]) -> list[Report]:
+        """The reports with `state` derived from their schedules now (`state_of`).
+
+        Off the loop: the first use of a time zone reads its file.
+        """
+        now = self._now()
+
+        def derive() -> list[Report]:
+            return [report.model_copy(update={"state": _state(report, now)}) for report in reports]
+
+        return await asyncio.to_thread(derive)
 
     async def create_report(self, identity: Identity, definition: Report) -> Report:
         """Store a new report of the caller's org, made by the caller."""
@@ -222,7 +296,9 @@ class ReportService:
             update={"org_id": identity.org_id, "user_id": identity.user_id}
         )
         await self._authorizer.require_dashboards(identity, report.dashboard_uids)
-        return await self._store.create_report(report, now=now)
+        created = await self._store.create_report(report, now=now)
+        self.changed.set()
+        return created
 
     async def update_report(self, identity: Identity, report_id: int, definition: Report) -> None:
         """Replace report `report_id` (a full body, as Enterprise's PUT)."""
@@ -240,6 +316,7 @@ class ReportService:
         await self._authorizer.require_dashboards(identity, report.dashboard_uids)
         if await self._store.update_report(report, now=now) is None:
             raise NotFound(REPORT_NOT_FOUND)
+        self.changed.set()
 
     async def delete_report(self, identity: Identity, report_id: int) -> None:
         """Delete report `report_id` of the caller's org."""
@@ -248,6 +325,7 @@ class ReportService:
             raise InvalidInput(_provisioned_message(report_id))
         if not await self._store.delete_report(identity.org_id, report_id):
             raise NotFound(REPORT_NOT_FOUND)
+        self.changed.set()
 
     async def _checked(self, definition: Report, *, now: datetime) -> Report:
         """A definition with Enterprise's defaults, or InvalidInput listing what is wrong."""
@@ -284,6 +362,21 @@ class ReportService:
         log.report_id.set(report_id)
         report = await self.report(identity.org_id, report_id)
         await self._send(identity, report, emails=emails, record=True)
+
+    async def send_scheduled(self, report: Report) -> None:
+        """Send a due run of `report` to its own recipients, as the scheduler asks.
+
+        No caller stands behind a scheduled run: the report's owner must still be able to
+        view every dashboard (`Authorizer.owner_denial`), else OwnerDenied and nothing is
+        rendered or sent.
+        """
+        log.report_id.set(report.id)
+        denial = await self._authorizer.owner_denial(
+            report.org_id, report.user_id, report.dashboard_uids
+        )
+        if denial is not None:
+            raise OwnerDenied(denial)
+        await self._send(None, report, emails=None, record=True, trigger="schedule")
 
     async def send_test(self, identity: Identity, definition: Report) -> None:
         """Send an unsaved report body now, to its own recipients (nothing is stored)."""
@@ -499,12 +592,22 @@ class ReportService:
         return found
 
     async def _send(
-        self, identity: Identity, report: Report, *, emails: str | None, record: bool
+        self,
+        identity: Identity | None,
+        report: Report,
+        *,
+        emails: str | None,
+        record: bool,
+        trigger: Trigger = "api",
     ) -> None:
-        """The one path of every email: check, render, compose, send all or nothing."""
+        """The one path of every email: check, render, compose, send all or nothing.
+
+        `identity` None is the scheduler, which has checked the owner's access instead.
+        """
         recipients = parse_addresses(report.recipients if emails is None else emails)
         reply_to = parse_reply_to(report.reply_to) if report.reply_to.strip() else None
-        await self._authorizer.require_dashboards(identity, report.dashboard_uids)
+        if identity is not None:
+            await self._authorizer.require_dashboards(identity, report.dashboard_uids)
         started_at, started = self._now(), time.perf_counter()
         pdf_bytes = 0
         failure: SidecarError | None = None
@@ -545,8 +648,8 @@ class ReportService:
                 RunRecord(
                     report_id=report.id,
                     org_id=report.org_id,
-                    trigger="api",
-                    requested_by=identity.display,
+                    trigger=trigger,
+                    requested_by=identity.display if identity else "schedule",
                     started_at=started_at,
                     duration_ms=round((time.perf_counter() - started) * 1000),
                     outcome="failed" if failure else "sent",

@@ -66,7 +66,8 @@ def report_body(serial: int) -> dict[str, Any]:
         "subject": f"subject {tag}",
         "recipients": f"{tag}@example.com; team-{tag}@example.com",
         "message": f"message {tag}\n" + f"{tag} " * 600,
-        "state": "paused" if serial % 2 else "scheduled",
+        # Both kept as set on read; other states are derived from the schedule.
+        "state": "paused" if serial % 2 else "draft",
         "dashboards": [{"dashboard": {"uid": STANDARD.open_dashboard}}],
     }
 

@@ -20,6 +20,7 @@ from sidecar.api.reports import (
     render_csvs,
     render_pdfs,
     reports_for_dashboard,
+    schedule_runs,
     send_report,
     send_test_email,
     update_report,
@@ -50,6 +51,7 @@ _ENTERPRISE = [
 ROUTES = [
     web.get("/-/healthy", healthy),
     web.get("/-/ready", ready),
+    web.get("/-/reports/{id}/runs", schedule_runs),
     *(
         web.route(method, path + slash, handler)
         for method, path, handler in _ENTERPRISE

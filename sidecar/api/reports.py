@@ -7,6 +7,7 @@ is read (400); the fixed success messages are Enterprise's (enterprise-reporting
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -169,6 +170,44 @@ async def get_report(request: web.Request) -> web.Response:
     request.app[AUTHORIZER].require(identity, "reports:read", wanted)
     report = await request.app[SERVICE].get_report(identity, wanted)
     return web.json_response(report_json(report))
+
+
+async def schedule_runs(request: web.Request) -> web.Response:
+    """`GET /-/reports/{id}/runs` (the sidecar's own): next run, state, last scheduled runs.
+
+    Needs `reports:read` on the report (Admin by default) and a view of its dashboards.
+    `runs`: at most 50, the most recent due time first; `outcome` is `claimed` (being
+    sent), `sent`, `failed`, `skipped` (the owner lost access) or `missed` (due while the
+    sidecar was down, longer ago than the grace period); `detail` says why. Times are UTC
+    ISO 8601; `nextRun` is null unless the report is `scheduled`.
+    """
+    identity = await identify(request)
+    wanted = report_id(request)
+    request.app[AUTHORIZER].require(identity, "reports:read", wanted)
+    view = await request.app[SERVICE].schedule_runs(identity, wanted)
+    return web.json_response(
+        {
+            "nextRun": _iso(view.next_run),
+            "state": view.state,
+            "runs": [
+                {
+                    "dueAt": _iso(run.due_at),
+                    "outcome": run.outcome,
+                    "detail": run.detail,
+                    "claimedAt": _iso(run.claimed_at),
+                    "finishedAt": _iso(run.finished_at),
+                }
+                for run in view.runs
+            ],
+        }
+    )
+
+
+def _iso(moment: datetime | None) -> str | None:
+    """A UTC instant as ISO 8601 with `Z`, or None."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 async def create_report(request: web.Request) -> web.Response:

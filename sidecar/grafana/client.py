@@ -115,6 +115,49 @@ class GrafanaClient:
             )
         return _expect_object(reply, path)
 
+    async def folder(self, uid: str, org_id: int) -> Mapping[str, Any]:
+        """`GET /api/folders/:uid` as the sidecar: the folder, with `parents` (root first)."""
+        path = f"/api/folders/{quote(uid, safe='')}"
+        return _expect_object(await self._get(path, headers=self._own(org_id)), path)
+
+    async def user_permissions(
+        self, user_id: int, action: str, org_id: int
+    ) -> tuple[str, ...] | None:
+        """The scopes of `action` that user `user_id` holds in org `org_id`, as the sidecar.
+
+        `GET /api/access-control/users/permissions/search` (contract §3.1; needs
+        `users.permissions:read`). None when this Grafana has no such endpoint (404: before
+        12, unless a feature toggle adds it). The user is named both ways Grafana versions
+        read it, and the answer is read under the user's own id either way.
+        """
+        path = "/api/access-control/users/permissions/search"
+        reply = await self._get(
+            path,
+            headers=self._own(org_id),
+            params={"action": action, "namespacedId": f"user:{user_id}", "userId": str(user_id)},
+        )
+        if reply.status == HTTPStatus.NOT_FOUND:
+            return None
+        found = _expect_object(reply, path).get(str(user_id))
+        scopes = found.get(action) if isinstance(found, dict) else None
+        return tuple(str(scope) for scope in scopes) if isinstance(scopes, list) else ()
+
+    async def org_users(self, org_id: int) -> list[Mapping[str, Any]]:
+        """`GET /api/org/users` as the sidecar: every user of the org with `role` (§2.4)."""
+        path = "/api/org/users"
+        reply = await self._get(path, headers=self._own(org_id))
+        if reply.status == HTTPStatus.UNAUTHORIZED:
+            raise GrafanaError(token_refused(reply), retryable=False)
+        if reply.status != HTTPStatus.OK:
+            raise GrafanaError(
+                f"Grafana answered {path} with HTTP {reply.status}",
+                retryable=reply.status >= HTTPStatus.INTERNAL_SERVER_ERROR,
+            )
+        users = reply.json()
+        if not isinstance(users, list):
+            raise GrafanaError(f"{path}: expected a JSON list", retryable=False)
+        return [user for user in users if isinstance(user, dict)]
+
     async def library_panel(self, uid: str, org_id: int) -> Mapping[str, Any]:
         """`GET /api/library-elements/:uid` as the sidecar: the panel model."""
         path = f"/api/library-elements/{quote(uid, safe='')}"

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from sidecar.errors import ConfigError
 from sidecar.model import Report, ReportSettings
@@ -71,7 +71,37 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (org_id, name)
     );
     """,
+    # One row per (report, due time) the scheduler has handled: the primary key is what
+    # makes a scheduled run go out at most once, whoever claims it first.
+    """
+    CREATE TABLE schedule_runs (
+        org_id INTEGER NOT NULL,
+        report_id INTEGER NOT NULL,
+        due_at TEXT NOT NULL,
+        claimed_by TEXT NOT NULL,
+        claimed_at TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        finished_at TEXT,
+        PRIMARY KEY (org_id, report_id, due_at)
+    );
+    """,
 )
+
+
+ScheduleOutcome = Literal["claimed", "sent", "failed", "skipped", "missed"]
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledRun:
+    """What happened to one due time of a report's schedule (`schedule_runs`)."""
+
+    due_at: datetime
+    outcome: ScheduleOutcome  # "claimed" while a scheduler is working on it
+    detail: str  # why it failed or was skipped; "" when sent
+    claimed_by: str
+    claimed_at: datetime
+    finished_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +110,7 @@ class RunRecord:
 
     report_id: int
     org_id: int
-    trigger: str  # "api" now; "schedule" with the scheduler
+    trigger: str  # "api" (send now) or "schedule"
     requested_by: str
     started_at: datetime
     duration_ms: int
@@ -194,6 +224,113 @@ class SqliteStore:
                 )
                 for row in rows
             ]
+
+        return await self._run(select)
+
+    # -- scheduled runs --------------------------------------------------------------------
+    # Due times are stored as UTC ISO strings of one fixed form, so that they compare
+    # (and sort) as text in the same order as in time.
+
+    async def claim_run(
+        self, org_id: int, report_id: int, due_at: datetime, owner: str, *, now: datetime
+    ) -> bool:
+        """Claim one due time of a report for `owner`; False if anyone recorded it already.
+
+        This INSERT is the exactly-once point: the primary key lets one claim through, in
+        this process or any other on the same database. A claim whose process died
+        mid-run stays 'claimed': taking such claims over after a lease is left for the
+        several-replica work (README, Schedules).
+        """
+
+        def insert() -> bool:
+            with self._connection:
+                self._connection.execute("BEGIN IMMEDIATE")
+                cursor = self._connection.execute(
+                    "INSERT INTO schedule_runs (org_id, report_id, due_at, claimed_by,"
+                    " claimed_at, outcome, detail) VALUES (?, ?, ?, ?, ?, 'claimed', '')"
+                    " ON CONFLICT (org_id, report_id, due_at) DO NOTHING",
+                    (org_id, report_id, _utc_text(due_at), owner, _utc_text(now)),
+                )
+            return cursor.rowcount == 1
+
+        return await self._run(insert)
+
+    async def finish_run(
+        self,
+        org_id: int,
+        report_id: int,
+        due_at: datetime,
+        outcome: ScheduleOutcome,
+        detail: str,
+        *,
+        now: datetime,
+    ) -> None:
+        """Record how a claimed due time ended (or, with no claim yet, record it at once)."""
+
+        def upsert() -> None:
+            with self._connection:
+                self._connection.execute("BEGIN IMMEDIATE")
+                self._connection.execute(
+                    "INSERT INTO schedule_runs (org_id, report_id, due_at, claimed_by,"
+                    " claimed_at, outcome, detail, finished_at) VALUES (?, ?, ?, '', ?, ?, ?, ?)"
+                    " ON CONFLICT (org_id, report_id, due_at) DO UPDATE SET"
+                    " outcome = excluded.outcome, detail = excluded.detail,"
+                    " finished_at = excluded.finished_at",
+                    (
+                        org_id,
+                        report_id,
+                        _utc_text(due_at),
+                        _utc_text(now),
+                        outcome,
+                        detail,
+                        _utc_text(now),
+                    ),
+                )
+
+        await self._run(upsert)
+
+    async def last_due(self, org_id: int, report_id: int) -> datetime | None:
+        """The latest due time recorded for a report (in any outcome), or None."""
+
+        def select() -> datetime | None:
+            row = self._connection.execute(
+                "SELECT MAX(due_at) FROM schedule_runs WHERE org_id = ? AND report_id = ?",
+                (org_id, report_id),
+            ).fetchone()
+            return None if row is None or row[0] is None else datetime.fromisoformat(row[0])
+
+        return await self._run(select)
+
+    async def recent_runs(self, org_id: int, report_id: int, limit: int) -> list[ScheduledRun]:
+        """A report's scheduled runs, most recent due time first, at most `limit`."""
+
+        def select() -> list[ScheduledRun]:
+            rows = self._connection.execute(
+                "SELECT due_at, outcome, detail, claimed_by, claimed_at, finished_at"
+                " FROM schedule_runs WHERE org_id = ? AND report_id = ?"
+                " ORDER BY due_at DESC LIMIT ?",
+                (org_id, report_id, limit),
+            ).fetchall()
+            return [
+                ScheduledRun(
+                    due_at=datetime.fromisoformat(row[0]),
+                    outcome=row[1],
+                    detail=row[2],
+                    claimed_by=row[3],
+                    claimed_at=datetime.fromisoformat(row[4]),
+                    finished_at=None if row[5] is None else datetime.fromisoformat(row[5]),
+                )
+                for row in rows
+            ]
+
+        return await self._run(select)
+
+    async def all_reports(self) -> list[Report]:
+        """Every stored report of every org (for the scheduler), by id."""
+
+        def select() -> list[Report]:
+            rows = self._connection.execute(f"{_REPORT_SELECT} ORDER BY id").fetchall()
+            return [_report(row) for row in rows]
 
         return await self._run(select)
 
@@ -376,6 +513,11 @@ class SqliteStore:
 _REPORT_SELECT = "SELECT id, uid, org_id, user_id, body, created, updated FROM reports"
 # What the server sets is kept in columns, not in the JSON body.
 _SERVER_FIELDS = {"id", "uid", "org_id", "user_id", "created", "updated"}
+
+
+def _utc_text(moment: datetime) -> str:
+    """An aware instant as fixed-width UTC ISO text (sorts as text in time order)."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def _body(report: Report) -> str:

@@ -380,6 +380,7 @@ class GrafanaStandIn:
             ("GET", "/api/user/orgs", self._user_orgs),
             ("POST", "/api/user/auth-tokens/rotate", self._rotate_session),
             ("GET", "/api/org", self._org),
+            ("GET", "/api/org/users", self._org_users),
             ("GET", "/api/access-control/user/permissions", self._user_permissions),
             ("GET", "/api/access-control/user/actions", self._user_actions),
             ("GET", "/api/access-control/users/permissions/search", self._permissions_search),
@@ -718,6 +719,36 @@ class GrafanaStandIn:
         org = self.world.orgs[identity.org_id]
         address = dict.fromkeys(("address1", "address2", "city", "zipCode", "state", "country"), "")
         return response_json(200, {"id": org.id, "name": org.name, "address": address})
+
+    async def _org_users(self, request: web.Request) -> web.Response:
+        """`/api/org/users` (§2.4): every user of the request's org with their role.
+
+        Needs `org.users:read` (org Admins). Service accounts are not listed, as in Grafana.
+        """
+        identity = self._identify(request)
+        self._require(identity, "org.users:read", ["users:*"])
+        return response_json(
+            200,
+            [
+                {
+                    "orgId": identity.org_id,
+                    "userId": user.id,
+                    "uid": user.uid,
+                    "email": user.email,
+                    "name": user.name,
+                    "avatarUrl": f"/avatar/{user.uid}",
+                    "login": user.login,
+                    "role": user.roles[identity.org_id],
+                    "lastSeenAt": STAMP,
+                    "lastSeenAtAge": "10 minutes",
+                    "isDisabled": False,
+                    "authLabels": None,
+                    "isExternallySynced": False,
+                }
+                for user in sorted(self.world.users.values(), key=lambda user: user.login)
+                if identity.org_id in user.roles
+            ],
+        )
 
     # -- access control ------------------------------------------------------------------
 
