@@ -24,7 +24,6 @@ import random
 import shutil
 import signal
 import sqlite3
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from sidecar.testing.grafana_standard import STANDARD
 from sidecar.testing.smtp import SmtpSink
 
 from .conftest import REPORTS
-from .test_serve import free_port, write_config
+from .test_serve import free_port, serving, write_config
 
 ADMIN = {"Authorization": aiohttp.encode_basic_auth(*STANDARD.admin)}
 CLIENTS = 30
@@ -191,27 +190,8 @@ async def sidecar_process(
     """
     log = await asyncio.to_thread(log_path.open, "ab")
     try:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "sidecar", "serve", "--config", str(config_path), stderr=log
-        )
-        try:
-            async with aiohttp.ClientSession(timeout=REQUEST_TIMEOUT) as session:
-                for _ in range(400):
-                    try:
-                        async with session.get(f"http://127.0.0.1:{port}/-/healthy") as answer:
-                            if answer.status == 200:
-                                break
-                    except aiohttp.ClientConnectionError:
-                        pass
-                    assert process.returncode is None, "sidecar serve exited at start"
-                    await asyncio.sleep(0.05)
-                else:
-                    raise AssertionError("sidecar serve did not become healthy")
+        async with serving(config_path, port, stderr=log) as process:
             yield process
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
     finally:
         await asyncio.to_thread(log.close)
 

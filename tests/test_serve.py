@@ -10,6 +10,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import IO
 
 import aiohttp
 import yaml
@@ -31,25 +32,22 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def serving(config_path: Path, port: int) -> AsyncIterator[asyncio.subprocess.Process]:
-    """`python -m sidecar serve` in a subprocess, once /-/healthy answers."""
+async def serving(
+    config_path: Path, port: int, *, stderr: int | IO[bytes] = asyncio.subprocess.PIPE
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`python -m sidecar serve` in a subprocess, once /-/healthy answers; killed on exit."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sidecar",
-        "serve",
-        "--config",
-        str(config_path),
-        stderr=asyncio.subprocess.PIPE,
+        sys.executable, "-m", "sidecar", "serve", "--config", str(config_path), stderr=stderr
     )
     try:
         async with aiohttp.ClientSession() as session:
-            for _ in range(200):
+            for _ in range(400):
                 try:
                     async with session.get(f"http://127.0.0.1:{port}/-/healthy") as answer:
                         if answer.status == 200:
                             break
                 except aiohttp.ClientConnectionError:
+                    assert process.returncode is None, "sidecar serve exited at start"
                     await asyncio.sleep(0.05)
             else:
                 raise AssertionError("sidecar serve did not become healthy")

@@ -145,15 +145,7 @@ class GrafanaClient:
     async def org_users(self, org_id: int) -> list[Mapping[str, Any]]:
         """`GET /api/org/users` as the sidecar: every user of the org with `role` (§2.4)."""
         path = "/api/org/users"
-        reply = await self._get(path, headers=self._own(org_id))
-        if reply.status == HTTPStatus.UNAUTHORIZED:
-            raise GrafanaError(token_refused(reply), retryable=False)
-        if reply.status != HTTPStatus.OK:
-            raise GrafanaError(
-                f"Grafana answered {path} with HTTP {reply.status}",
-                retryable=reply.status >= HTTPStatus.INTERNAL_SERVER_ERROR,
-            )
-        users = reply.json()
+        users = _expect_ok(await self._get(path, headers=self._own(org_id)), path)
         if not isinstance(users, list):
             raise GrafanaError(f"{path}: expected a JSON list", retryable=False)
         return [user for user in users if isinstance(user, dict)]
@@ -270,8 +262,8 @@ class GrafanaClient:
             raise GrafanaError(f"Grafana is unreachable ({_reason(exc)})", retryable=True) from exc
 
 
-def _expect_object(reply: Reply, path: str) -> Mapping[str, Any]:
-    """A 200 with a JSON object, or a GrafanaError that says what came instead."""
+def _expect_ok(reply: Reply, path: str) -> Any:
+    """The JSON of a 200, or a GrafanaError that says what came instead."""
     if reply.status == HTTPStatus.UNAUTHORIZED:
         raise GrafanaError(token_refused(reply), retryable=False)
     if reply.status != HTTPStatus.OK:
@@ -279,7 +271,12 @@ def _expect_object(reply: Reply, path: str) -> Mapping[str, Any]:
             f"Grafana answered {path} with HTTP {reply.status}",
             retryable=reply.status >= HTTPStatus.INTERNAL_SERVER_ERROR,
         )
-    data = reply.json()
+    return reply.json()
+
+
+def _expect_object(reply: Reply, path: str) -> Mapping[str, Any]:
+    """A 200 with a JSON object, or a GrafanaError that says what came instead."""
+    data = _expect_ok(reply, path)
     if not isinstance(data, dict):
         raise GrafanaError(f"{path}: expected a JSON object", retryable=False)
     return data
