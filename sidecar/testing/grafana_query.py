@@ -37,6 +37,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+from sidecar.testing.grafana_faults import FaultBook
+
 QueryFaultMode = Literal["query_error", "server_error", "bad_request", "slow"]
 
 MAX_SERIES: Final = 3
@@ -51,15 +53,6 @@ _UNIT_MS: Final[Mapping[str, int]] = {
     "d": 86_400_000,
     "w": 604_800_000,
 }
-
-
-@dataclass(slots=True)
-class QueryFault:
-    """A fault for every query request (panel None) or one panel; `remaining` None: forever."""
-
-    mode: QueryFaultMode
-    remaining: int | None = None
-    seconds: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,41 +79,10 @@ class QueryCall:
 
 
 @dataclass(slots=True)
-class QueryControl:
+class QueryControl(FaultBook[QueryFaultMode]):
     """Faults and records of `/api/ds/query`; change them at any time."""
 
     calls: list[QueryCall] = field(default_factory=list)
-    faults: dict[str | None, QueryFault] = field(default_factory=dict)
-
-    def set_fault(
-        self,
-        mode: QueryFaultMode,
-        *,
-        panel_id: int | str | None = None,
-        times: int | None = None,
-        seconds: float = 0.0,
-    ) -> None:
-        """Answer queries (of panel `panel_id`, or all) with `mode`; `times` limits how often."""
-        if times is not None and times < 1:
-            raise ValueError("times must be at least 1")
-        key = None if panel_id is None else str(panel_id)
-        self.faults[key] = QueryFault(mode, times, seconds)
-
-    def clear_faults(self) -> None:
-        """Answer every query normally again."""
-        self.faults.clear()
-
-    def take_fault(self, panel_id: str) -> QueryFault | None:
-        """The rule that applies to a request of `panel_id`, counting it against `remaining`."""
-        key: str | None = panel_id if panel_id in self.faults else None
-        rule = self.faults.get(key)
-        if rule is None:
-            return None
-        if rule.remaining is not None:
-            rule.remaining -= 1
-            if rule.remaining <= 0:
-                del self.faults[key]
-        return rule
 
 
 def parse_time(value: Any, *, now_ms: int) -> int | None:

@@ -23,16 +23,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from sidecar.testing.grafana_faults import Fault, FaultBook
+
 FaultMode = Literal["not_installed", "limit", "error", "timeout", "too_many", "slow"]
 
 
-@dataclass(slots=True)
-class FaultRule:
-    """A fault for all renders (panel None) or one panel; `remaining` None means forever."""
-
-    mode: FaultMode
-    remaining: int | None = None
-    seconds: float = 0.0
+FaultRule = Fault[FaultMode]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +64,7 @@ class RenderCall:
 
 
 @dataclass(slots=True)
-class RenderControl:
+class RenderControl(FaultBook[FaultMode]):
     """The renderer as the stand-in plays it; change attributes or call methods at any time."""
 
     installed: bool = True
@@ -77,31 +73,12 @@ class RenderControl:
     in_flight: int = 0
     max_in_flight: int = 0
     calls: list[RenderCall] = field(default_factory=list)
-    faults: dict[str | None, FaultRule] = field(default_factory=dict)
-
-    def set_fault(
-        self,
-        mode: FaultMode,
-        *,
-        panel_id: int | str | None = None,
-        times: int | None = None,
-        seconds: float = 0.0,
-    ) -> None:
-        """Answer renders (of `panel_id`, or all) with `mode`; `times` limits how often."""
-        if times is not None and times < 1:
-            raise ValueError("times must be at least 1")
-        key = None if panel_id is None else str(panel_id)
-        self.faults[key] = FaultRule(mode, times, seconds)
 
     def fail_first(
         self, count: int, *, mode: FaultMode = "error", panel_id: int | str | None = None
     ) -> None:
         """Fail the next `count` renders (of `panel_id`, or any) with `mode`, then succeed."""
         self.set_fault(mode, panel_id=panel_id, times=count)
-
-    def clear_faults(self) -> None:
-        """Render everything normally again."""
-        self.faults.clear()
 
     def reset_stats(self) -> None:
         """Forget recorded calls and the concurrency high-water mark."""
@@ -113,15 +90,3 @@ class RenderControl:
         """`rendererAvailable`: a renderer is installed and not switched to `not_installed`."""
         rule = self.faults.get(None)
         return self.installed and not (rule is not None and rule.mode == "not_installed")
-
-    def take_fault(self, panel_id: str) -> FaultRule | None:
-        """The rule that applies to this render, counting it against `remaining`."""
-        key: str | None = panel_id if panel_id in self.faults else None
-        rule = self.faults.get(key)
-        if rule is None:
-            return None
-        if rule.remaining is not None:
-            rule.remaining -= 1
-            if rule.remaining <= 0:
-                del self.faults[key]
-        return rule
