@@ -289,15 +289,15 @@ class SqliteStore:
 
         await self._run(upsert)
 
-    async def last_due(self, org_id: int, report_id: int) -> datetime | None:
-        """The latest due time recorded for a report (in any outcome), or None."""
+    async def last_dues(self) -> dict[tuple[int, int], datetime]:
+        """The latest due time recorded for every report that has one, by (org, report)."""
 
-        def select() -> datetime | None:
-            row = self._connection.execute(
-                "SELECT MAX(due_at) FROM schedule_runs WHERE org_id = ? AND report_id = ?",
-                (org_id, report_id),
-            ).fetchone()
-            return None if row is None or row[0] is None else datetime.fromisoformat(row[0])
+        def select() -> dict[tuple[int, int], datetime]:
+            rows = self._connection.execute(
+                "SELECT org_id, report_id, MAX(due_at) FROM schedule_runs"
+                " GROUP BY org_id, report_id"
+            ).fetchall()
+            return {(row[0], row[1]): datetime.fromisoformat(row[2]) for row in rows}
 
         return await self._run(select)
 
