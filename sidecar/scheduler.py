@@ -21,9 +21,10 @@ A due time is handled once, in the store's `schedule_runs` table:
   the sidecar was down: recorded, not sent).
 
 Where the walk starts: after the last recorded due time; for a report without one, at
-`now - grace` (so a first start sends only what is recent); and never before a stored
-report's last change (its `updated`), so that creating, changing or resuming a report
-does not send runs that fell due before it.
+`now - grace`, but never before a stored report's last change (its `updated`), so that
+creating, changing or resuming a report does not send runs that fell due before it, and
+never before this scheduler started for a provisioned report (it has no `updated`), so
+that the first start of a sidecar sends nothing that fell due before it.
 
 Transient failures (UpstreamError.retryable: Grafana or SMTP down) keep the claim and are
 retried after `retry_seconds`, doubling, while the retry still falls within the grace
@@ -104,6 +105,7 @@ class Scheduler:
         self._sleep = sleep
         self._grace = timedelta(seconds=config.grace_period_seconds)
         self._retries: dict[tuple[int, int, datetime], _Retry] = {}
+        self._started = now()
 
     async def run(self) -> None:
         """Tick, then wait, until cancelled. A failing tick is logged and tried again."""
@@ -148,10 +150,12 @@ class Scheduler:
 
     def _start(self, report: Report, last_due: datetime | None, now: datetime) -> datetime:
         """Where a report's walk over its due times starts (see the module docstring)."""
-        start = last_due or now - self._grace
-        if report.updated is not None:
-            start = max(start, report.updated - _CREATION_SLACK)
-        return start
+        if last_due is not None:
+            return last_due
+        # Nothing recorded yet: no earlier than the report (or, for a provisioned one,
+        # this scheduler) existed, so nothing from before is sent as if it were missed.
+        known_since = report.updated - _CREATION_SLACK if report.updated else self._started
+        return max(now - self._grace, known_since)
 
     async def _report_tick(self, report: Report, plan: _Plan, now: datetime) -> datetime | None:
         """Handle one report's due times; its next due time or retry."""

@@ -178,6 +178,20 @@ async def test_paused_and_draft_reports_never_send(
         assert view == {"nextRun": None, "state": state, "runs": []}
 
 
+async def test_a_first_start_sends_nothing_due_before_it(
+    start: Starter, clock: FakeClock, smtp: SmtpSink
+) -> None:
+    """A provisioned hourly report, first seen at 10:40: 10:00 is not sent, 11:00 is."""
+    clock.advance(timedelta(minutes=70))  # 10:40
+    provisioned = {**hourly(), "id": 30}
+    client = await start(reports=[provisioned])
+    await clock.settle()
+    assert smtp.messages == []
+    await clock.step(timedelta(minutes=30))  # 11:10
+    assert len(smtp.messages) == 1
+    assert outcomes(await runs(client, 30)) == [("2025-01-06T11:00:00Z", "sent")]
+
+
 async def test_a_missed_run_within_grace_is_sent_once_after_a_restart(
     start: Starter, clock: FakeClock, smtp: SmtpSink
 ) -> None:
