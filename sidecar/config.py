@@ -12,10 +12,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from pydantic import (
@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -171,20 +172,80 @@ class SmtpConfig(Section):
     timeout_seconds: float = Field(default=30.0, gt=0)
 
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def url_passwords(url: str) -> list[str]:
+    """The passwords a URL holds (after `user:`, in `password=`), as written and decoded.
+
+    Parsed leniently, never failing: a URL libpq refuses still has its password found.
+    """
+    _, _, rest = url.partition("://")
+    userinfo, at, hostpart = rest.rpartition("@")
+    found = [userinfo.partition(":")[2]] if at else []
+    _, _, query = hostpart.partition("?")
+    found += [
+        value
+        for key, _, value in (pair.partition("=") for pair in query.split("&"))
+        if key == "password"
+    ]
+    # An unescaped @ in a password makes libpq read what follows it as the host: its
+    # messages then quote that piece.
+    forms = {form for password in found for form in (password, unquote(password))}
+    forms |= {piece for form in forms if "@" in form for piece in form.split("@")}
+    return sorted(filter(None, forms), key=len, reverse=True)  # longest first, to replace
+
+
+def url_without_password(url: str) -> str:
+    """`url` with each of its passwords shown as ***, for messages and printed config."""
+    scheme, separator, rest = url.partition("://")
+    userinfo, at, hostpart = rest.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if at and colon:
+        rest = f"{user}:***@{hostpart}"
+    head, question, query = rest.partition("?")
+    if question:
+        pairs = (pair.partition("=") for pair in query.split("&"))
+        query = "&".join(
+            f"{key}{equals}{'***' if key == 'password' else value}" for key, equals, value in pairs
+        )
+        rest = f"{head}?{query}"
+    return f"{scheme}{separator}{rest}"
+
+
 class StorageConfig(Section):
-    """Where report state and run history live."""
+    """Where report state and run history live: a SQLite file, or a PostgreSQL database.
+
+    A PostgreSQL URL may hold a password: the config's repr and dump show it as ***.
+    """
 
     url: str = "sqlite:////var/lib/grafana-reporting/reports.db"
 
     @field_validator("url")
     @classmethod
     def _supported(cls, value: str) -> str:
-        """SQLite now; PostgreSQL arrives with the scheduling work."""
-        if not value.startswith("sqlite:///"):
+        """SQLite (one replica) or PostgreSQL (any number of replicas sharing it)."""
+        if not value.startswith(("sqlite:///", *POSTGRES_SCHEMES)):
+            # The value itself is left out: it may hold a password.
             raise ValueError(
-                "must be a sqlite:/// URL (sqlite:////abs/path.db or sqlite:///rel.db)"
+                "must be a sqlite:/// URL (sqlite:////abs/path.db or sqlite:///rel.db) or a"
+                " postgresql:// URL (postgresql://user:password@host:5432/database)"
             )
         return value
+
+    @field_serializer("url")
+    def _redacted_url(self, value: str) -> str:
+        """Dumps (`sidecar check-config`) show the URL without its password."""
+        return url_without_password(value)
+
+    def __repr_args__(self) -> Iterator[tuple[str, str]]:
+        """The repr shows the URL without its password."""
+        yield "url", url_without_password(self.url)
+
+    @property
+    def is_postgres(self) -> bool:
+        """Whether the store is PostgreSQL (else a SQLite file)."""
+        return self.url.startswith(POSTGRES_SCHEMES)
 
     @property
     def sqlite_path(self) -> Path:

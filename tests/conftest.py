@@ -22,6 +22,8 @@ from sidecar.testing.grafana import GrafanaStandIn
 from sidecar.testing.grafana_standard import STANDARD
 from sidecar.testing.smtp import SmtpSink
 
+pytest_plugins = ["tests.postgres"]
+
 FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures"
 NODE_EXPORTER_UID = "rYdddlPWk"
 

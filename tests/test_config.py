@@ -64,7 +64,9 @@ def test_unknown_keys_are_rejected_with_their_path(tmp_path: Path) -> None:
         ("smtp:\n  starttls_policy: Always\n", "smtp.starttls_policy: Input should be"),
         ("auth:\n  permissions: {reports:send: [Owner]}\n", "auth.permissions.reports:send[0]"),
         ("auth:\n  permissions: {reports:fly: [Admin]}\n", "is not a Reporting action"),
-        ("storage:\n  url: mysql://x\n", "storage.url: must be a sqlite:/// URL"),
+        ("storage:\n  url: mysql://x\n", "storage.url: must be a sqlite:/// URL (sqlite:////"),
+        ("storage:\n  url: sqlite://rel.db\n", "or a postgresql:// URL (postgresql://user:"),
+        ("storage:\n  url: postgresql:/db\n", "storage.url: must be a sqlite:/// URL"),
         ("reports:\n  - {name: a}\n", "reports[0].id: a positive integer is required"),
         ("reports:\n  - {id: 1, nmae: a}\n", "reports[0].nmae: unknown key"),
         ("reports:\n  - {id: 1}\n  - {id: 1}\n", "reports: id 1 is used twice"),
@@ -244,6 +246,37 @@ def test_check_config_prints_redacted_config(tmp_path: Path) -> None:
     printed = json.loads(result.stdout)
     assert printed["grafana"]["token"] == "***"
     assert printed["smtp"]["password"] == "***"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://reporting:hunter2@db:5432/reporting?sslmode=require",
+        "postgres://reporting:hunter2@db/reporting",
+        "postgresql://db/reporting?password=hunter2&sslmode=require",
+    ],
+)
+def test_postgres_storage_url_is_accepted_and_never_shown_with_its_password(
+    tmp_path: Path, url: str
+) -> None:
+    """Both PostgreSQL schemes load; repr, str, dumps and check-config show *** instead."""
+    config = load_config(write(tmp_path, f"storage:\n  url: {url}\n"), {})
+    assert config.storage.url == url
+    assert config.storage.is_postgres
+    shown = url.replace("hunter2", "***")
+    for text in (repr(config), str(config.storage), json.dumps(config.redacted())):
+        assert "hunter2" not in text
+        assert shown in text
+    result = run_cli("check-config", "--config", str(tmp_path / "sidecar.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["storage"]["url"] == shown
+
+
+def test_an_unsupported_storage_url_is_not_echoed(tmp_path: Path) -> None:
+    """The error for a URL of another database does not repeat it (it may hold a password)."""
+    (problem,) = problems(write(tmp_path, "storage:\n  url: mysql://u:hunter2@db/x\n"))
+    assert problem.startswith("storage.url: must be a sqlite:/// URL")
+    assert "hunter2" not in problem
 
 
 def test_check_config_exits_2_with_every_error(tmp_path: Path) -> None:

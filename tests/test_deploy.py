@@ -44,7 +44,6 @@ import yaml
 
 from sidecar import __version__
 from sidecar.config import Config, load_config
-from sidecar.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
@@ -667,11 +666,9 @@ def sidecar_view(built: Build, root: Path) -> Path:
     return path
 
 
-def sidecar_config(built: Build, root: Path, *, without: frozenset[str] = frozenset()) -> Config:
-    """`load_config` of the sidecar's file and environment (less the variables `without`)."""
-    environ = environment(built, sidecar_of(built))
-    environ = {name: value for name, value in environ.items() if name not in without}
-    return load_config(sidecar_view(built, root), environ)
+def sidecar_config(built: Build, root: Path) -> Config:
+    """`load_config` of the sidecar's file and environment."""
+    return load_config(sidecar_view(built, root), environment(built, sidecar_of(built)))
 
 
 def pod_problems_with_config(built: Build, config: Config) -> list[str]:
@@ -694,7 +691,9 @@ def pod_problems_with_config(built: Build, config: Config) -> list[str]:
     writable = [
         mount["mountPath"] for mount in sidecar["volumeMounts"] if not mount.get("readOnly")
     ]
-    needed = [Path("/tmp"), config.storage.sqlite_path.parent]  # noqa: S108 - the pod's /tmp
+    needed = [Path("/tmp")]  # noqa: S108 - the pod's /tmp
+    if not config.storage.is_postgres:
+        needed.append(config.storage.sqlite_path.parent)
     problems += [
         f"{path} is on the read-only root filesystem"
         for path in needed
@@ -840,34 +839,28 @@ def test_the_container_runs_the_image_command(built: Build) -> None:
     assert sidecar_of(built)["args"] == json.loads(final_stage("CMD")[0])
 
 
-@pytest.mark.parametrize(("name", "front_proxy"), [(BASE, True), (ROUTE, False)])
+@pytest.mark.parametrize(
+    ("name", "front_proxy", "shared_store"),
+    [(BASE, True, False), (ROUTE, False, False), (POSTGRES, True, True)],
+)
 def test_sidecar_config_as_the_container_sees_it(
-    k8s_tree: Path, tmp_path: Path, name: str, front_proxy: bool
+    k8s_tree: Path, tmp_path: Path, name: str, front_proxy: bool, shared_store: bool
 ) -> None:
     """The ConfigMap's sidecar.yaml, Secret files and environment load as one valid config.
 
     The credentials come from the mounted Secret (the files the user provided), the mode
-    matches the overlay, and the pod fits the config: ports, grace period after the
-    shutdown timeout, writable paths on a read-only root.
+    matches the overlay, the replicas share the PostgreSQL store from their Secret, and
+    the pod fits the config: ports, grace period after the shutdown timeout, writable
+    paths on a read-only root.
     """
     built = build(k8s_tree / name)
     config = sidecar_config(built, tmp_path / "root")
     assert config.proxy.enabled is front_proxy
+    assert config.storage.is_postgres is shared_store
+    if shared_store:
+        assert config.storage.url == SECRET_FILES[f"{POSTGRES}/secrets/storage-url"]
     assert config.grafana.token.get_secret_value() == SECRET_FILES["base/secrets/grafana-token"]
     assert config.smtp.password.get_secret_value() == SECRET_FILES["base/secrets/smtp-password"]
-    assert pod_problems_with_config(built, config) == []
-
-
-def test_postgres_overlay_waits_for_the_postgres_store(k8s_tree: Path, tmp_path: Path) -> None:
-    """Until the PostgreSQL store exists, its storage.url is the overlay's only problem.
-
-    When the store lands this test fails: move the overlay into the test above.
-    """
-    built = build(k8s_tree / POSTGRES)
-    with pytest.raises(ConfigError) as refused:
-        sidecar_config(built, tmp_path / "root")
-    assert [problem.partition(":")[0] for problem in refused.value.problems] == ["storage.url"]
-    config = sidecar_config(built, tmp_path / "root", without=frozenset({"SIDECAR_STORAGE_URL"}))
     assert pod_problems_with_config(built, config) == []
 
 
