@@ -43,7 +43,7 @@ from sidecar.proxy import GrafanaProxy
 from sidecar.render import PanelRenderer
 from sidecar.scheduler import Scheduler, Sleep
 from sidecar.service import ReportService
-from sidecar.store import SqliteStore
+from sidecar.store import Store, open_store
 
 
 @asynccontextmanager
@@ -85,7 +85,7 @@ async def _reloading(
 @asynccontextmanager
 async def _scheduling(
     service: ReportService,
-    store: SqliteStore,
+    store: Store,
     config: ScheduleConfig,
     *,
     now: Callable[[], datetime],
@@ -211,7 +211,7 @@ def create_app(
                 token=config.grafana.token.get_secret_value(),
                 timeout_seconds=config.grafana.timeout_seconds,
             )
-            store = await SqliteStore.open(config.storage.sqlite_path)
+            store = await open_store(config.storage.url)
             try:
                 authorizer = Authorizer(grafana, config.auth)
                 app[GRAFANA] = grafana

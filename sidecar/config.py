@@ -292,6 +292,9 @@ class ScheduleConfig(Section):
     grace_period_seconds: float = Field(default=3600.0, gt=0)
     retry_seconds: float = Field(default=60.0, gt=0)  # first retry delay; doubles each time
     poll_seconds: float = Field(default=60.0, gt=0)  # re-read every report at least this often
+    # A claimed run whose sidecar stopped extending it (every third of this) is taken over
+    # by another scheduler after this long.
+    lease_seconds: float = Field(default=60.0, gt=0)
 
 
 class LogConfig(Section):

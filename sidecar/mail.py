@@ -226,6 +226,7 @@ def compose(
     footer_link: str = "",
     logo: Attachment | None = None,
     logo_url: str = "",
+    message_id: str = "",
 ) -> EmailMessage:
     """Build a report email (no I/O).
 
@@ -234,6 +235,8 @@ def compose(
     dashboard links and the "Sent by <footer_text>" footer; then each attachment, base64.
     Line breaks and other control characters in `subject` and `sender_name` become spaces,
     so no value can start a header of its own. Every recipient is in To, like Enterprise.
+    `message_id` (dot-atom text, without the domain) gives a resent scheduled run the
+    Message-ID of its first sending; without it the Message-ID is random.
 
     Raises:
         InvalidInput: no recipient, a recipient, sender or reply-to that is not a plain
@@ -254,7 +257,8 @@ def compose(
         composed["Reply-To"] = reply_to_value
     composed["Date"] = format_datetime(datetime.now(UTC))
     # An explicit domain: without one make_msgid asks DNS for this host's name.
-    composed["Message-ID"] = make_msgid(domain=sender_address.rpartition("@")[2])
+    domain = sender_address.rpartition("@")[2]
+    composed["Message-ID"] = f"<{message_id}@{domain}>" if message_id else make_msgid(domain=domain)
     # RFC 3834: tells vacation responders not to answer a machine-sent report.
     composed["Auto-Submitted"] = "auto-generated"
 

@@ -8,34 +8,41 @@ service reports an API change.
 Which reports: every report but drafts and paused ones; a report whose schedule never
 fires (`not scheduled`) has no due time, and an `expired` one only those before its end.
 
-A due time is handled once, in the store's `schedule_runs` table:
+A due time is handled once, in the store's `schedule_runs` table (`sidecar.store.base`):
 
 * **claim** (INSERT on the primary key (org, report, due time)): whoever inserts first
-  sends it; any other scheduler on the same database sees the row and moves on;
+  sends it; any other scheduler on the same database sees the row and moves on. The claim
+  holds a lease of `lease_seconds`, which its holder extends every third of it while the
+  send runs;
 * **send** through the service's one send path (`ReportService.send_scheduled`: the
   owner's access is checked first, then the same render and mail as send-now), to the
-  report's own recipients;
+  report's own recipients, with a Message-ID made of the report and the due time;
 * **finish**: `sent`; `skipped` (the owner can no longer view a dashboard: nothing is
   rendered); `failed` with the reason (a permanent error, or a transient one still failing
   when the grace period ends); `missed` (due more than `grace_period_seconds` ago, e.g.
   the sidecar was down: recorded, not sent).
 
-Where the walk starts: after the last recorded due time; for a report without one, at
-`now - grace`, but never before a stored report's last change (its `updated`), so that
-creating, changing or resuming a report does not send runs that fell due before it, and
-never before this scheduler started for a provisioned report (it has no `updated`), so
-that the first start of a sidecar sends nothing that fell due before it.
+A claim still `claimed` after its lease is taken over by any scheduler (one wins), so a
+run is neither lost nor sent twice when its sidecar dies: killed while rendering, the run
+is sent by whoever takes it over. Killed in the milliseconds between the SMTP server's
+"250 OK" and the store's "sent", it is sent again with the same Message-ID, which mail
+stores such as Gmail show once: SMTP has no way to make that window exactly-once.
 
-Transient failures (UpstreamError.retryable: Grafana or SMTP down) keep the claim and are
-retried after `retry_seconds`, doubling, while the retry still falls within the grace
-period of the due time.
+Transient failures (UpstreamError.retryable: Grafana or SMTP down) keep the claim, with
+its lease moved to the retry time (after `retry_seconds`, doubling) and the attempts
+counted, while the retry still falls within the grace period of the due time; at that
+time the claim is taken over like one left by a dead sidecar, by this scheduler or any
+other, so retries also survive a restart.
 
-Left for later (documented in the README): a claim left `claimed` by a process that died
-mid-run stays so (a lease and takeover come with PostgreSQL and several replicas); due
-times are sent one after another, not in parallel.
+Where the walk over a report's due times starts: after the last recorded due time; for a
+report without one, at `now - grace`, but never before a stored report's last change (its
+`updated`), so that creating, changing or resuming a report does not send runs that fell
+due before it, and never before the first scheduler on this database started for a
+provisioned report (it has no `updated`), so that the first start of a sidecar sends
+nothing that fell due before it.
 
-Nothing here reads the wall clock: `now` and `sleep` are injected, so tests run a fast
-clock.
+Due times are sent one after another, not in parallel. Nothing here reads the wall clock:
+`now` and `sleep` are injected, so tests run a fast clock.
 """
 
 from __future__ import annotations
@@ -43,21 +50,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 from sidecar.config import ScheduleConfig
 from sidecar.errors import SidecarError, UpstreamError
 from sidecar.model import Report
 from sidecar.schedule import next_run
 from sidecar.service import OwnerDenied, ReportService
-from sidecar.store import ScheduleOutcome, SqliteStore
+from sidecar.store import ScheduleOutcome, Store
 
 logger = logging.getLogger(__name__)
 
-Sleep = Callable[[float], Awaitable[None]]
+Sleep = Callable[[float], Coroutine[Any, Any, None]]
 ReportKey = tuple[int, int]  # (org id, report id)
 # A stored report's `updated` has microseconds, its default `startDate` whole seconds: a
 # "once" report created "now" starts up to a second before it was stored.
@@ -68,12 +75,8 @@ _CREATION_SLACK: Final = timedelta(seconds=1)
 _HELD: Final = frozenset({"draft", "paused"})
 
 
-@dataclass(slots=True)
-class _Retry:
-    """A claimed due time whose send failed transiently: when to try again."""
-
-    attempts: int
-    at: datetime
+class _ClaimLost(Exception):
+    """Another scheduler took over the claim this one was sending (it stalled past its lease)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +94,7 @@ class Scheduler:
         self,
         *,
         service: ReportService,
-        store: SqliteStore,
+        store: Store,
         config: ScheduleConfig,
         owner: str,
         now: Callable[[], datetime],
@@ -104,8 +107,8 @@ class Scheduler:
         self._now = now
         self._sleep = sleep
         self._grace = timedelta(seconds=config.grace_period_seconds)
-        self._retries: dict[tuple[int, int, datetime], _Retry] = {}
-        self._started = now()
+        self._lease = timedelta(seconds=config.lease_seconds)
+        self._since: datetime | None = None  # when the first scheduler on the store started
 
     async def run(self) -> None:
         """Tick, then wait, until cancelled. A failing tick is logged and tried again."""
@@ -120,21 +123,19 @@ class Scheduler:
             await self._wait(wake_at)
 
     async def tick(self) -> datetime | None:
-        """Handle every due time that has come; the earliest next one (or retry), if any."""
+        """Handle every due time that has come; the earliest next one (or lease end), if any."""
         reports = await self._service.all_reports()
         now = self._now()
-        wake_at: datetime | None = None
-        live = {(report.org_id, report.id) for report in reports}
-        for key in [key for key in self._retries if key[:2] not in live]:
-            del self._retries[key]
-            await self._store.finish_run(
-                *key, "skipped", "the report was deleted before a retry", now=now
-            )
+        if self._since is None:
+            self._since = await self._store.scheduler_since(now)
+        wake_at = await self._resume_claims(
+            {(report.org_id, report.id): report for report in reports}, now
+        )
         # One query and one worker-thread call for all reports: a pass over 10,000 idle
         # reports must stay cheap (bench/schedule.py).
         last_dues = await self._store.last_dues()
         starts = [
-            self._start(report, last_dues.get((report.org_id, report.id)), now)
+            self._start(report, last_dues.get((report.org_id, report.id)), self._since, now)
             for report in reports
         ]
         plans = await asyncio.to_thread(
@@ -143,122 +144,175 @@ class Scheduler:
             ]
         )
         for report, plan in zip(reports, plans, strict=True):
-            upcoming = await self._report_tick(report, plan, now)
-            if upcoming is not None and (wake_at is None or upcoming < wake_at):
-                wake_at = upcoming
+            wake_at = _earliest(wake_at, await self._report_tick(report, plan))
         return wake_at
 
-    def _start(self, report: Report, last_due: datetime | None, now: datetime) -> datetime:
+    def _start(
+        self, report: Report, last_due: datetime | None, since: datetime, now: datetime
+    ) -> datetime:
         """Where a report's walk over its due times starts (see the module docstring)."""
         if last_due is not None:
             return last_due
         # Nothing recorded yet: no earlier than the report (or, for a provisioned one,
-        # this scheduler) existed, so nothing from before is sent as if it were missed.
-        known_since = report.updated - _CREATION_SLACK if report.updated else self._started
+        # the first scheduler) existed, so nothing from before is sent as if it were missed.
+        known_since = report.updated - _CREATION_SLACK if report.updated else since
         return max(now - self._grace, known_since)
 
-    async def _report_tick(self, report: Report, plan: _Plan, now: datetime) -> datetime | None:
-        """Handle one report's due times; its next due time or retry."""
-        org_id, report_id = report.org_id, report.id
-        retry_at = await self._retry_pending(report)
-        for due in plan.due:
-            if due < now - self._grace:
-                # Claimed first, so that two schedulers record it once.
-                if await self._store.claim_run(org_id, report_id, due, self._owner, now=now):
-                    await self._store.finish_run(
-                        org_id,
-                        report_id,
-                        due,
-                        "missed",
-                        "due longer ago than the grace period",
-                        now=now,
-                    )
-                continue
-            if await self._store.claim_run(org_id, report_id, due, self._owner, now=now):
-                upcoming = await self._attempt(report, due, attempts=0)
-                if upcoming is not None:
-                    retry_at = upcoming if retry_at is None else min(retry_at, upcoming)
-        candidates = [moment for moment in (plan.upcoming, retry_at) if moment is not None]
-        return min(candidates, default=None)
+    async def _resume_claims(
+        self, reports: dict[ReportKey, Report], now: datetime
+    ) -> datetime | None:
+        """Take over the claims whose lease has passed; the earliest lease still running.
 
-    async def _retry_pending(self, report: Report) -> datetime | None:
-        """Retry this report's transiently failed due times whose time has come."""
+        Such claims are retries whose time has come, and runs left by a sidecar that died.
+        """
         wake_at: datetime | None = None
-        for key, retry in list(self._retries.items()):
-            if key[:2] != (report.org_id, report.id):
+        for claim in await self._store.open_claims():
+            if claim.lease_until > now:
+                wake_at = _earliest(wake_at, claim.lease_until)
                 continue
-            if retry.at <= self._now():
-                del self._retries[key]
-                upcoming = await self._attempt(report, key[2], attempts=retry.attempts)
+            key = (claim.org_id, claim.report_id, claim.due_at)
+            if not await self._store.take_over(
+                *key, self._owner, now=now, lease_until=now + self._lease
+            ):
+                continue  # another scheduler was quicker
+            if claim.claimed_by != self._owner and claim.attempts == 0:
+                logger.warning(
+                    "report %s: took over the run of %s from %s, which stopped",
+                    claim.report_id,
+                    claim.due_at.isoformat(),
+                    claim.claimed_by,
+                )
+            report = reports.get(key[:2])
+            if report is None:
+                await self._finish(key, "skipped", "the report was deleted")
+            elif now > claim.due_at + self._grace:
+                await self._finish(
+                    key,
+                    "failed" if claim.attempts else "missed",
+                    f"still failing after {claim.attempts} attempts"
+                    if claim.attempts
+                    else "its sidecar stopped while sending it, and the grace period has passed",
+                )
             else:
-                upcoming = retry.at
-            if upcoming is not None:
-                wake_at = upcoming if wake_at is None else min(wake_at, upcoming)
+                wake_at = _earliest(
+                    wake_at, await self._attempt(report, claim.due_at, attempts=claim.attempts)
+                )
+        return wake_at
+
+    async def _report_tick(self, report: Report, plan: _Plan) -> datetime | None:
+        """Claim and handle one report's due times; its next due time or retry."""
+        wake_at = plan.upcoming
+        for due in plan.due:
+            now = self._now()
+            key = (report.org_id, report.id, due)
+            if not await self._store.claim_run(
+                *key, self._owner, now=now, lease_until=now + self._lease
+            ):
+                continue
+            if due < now - self._grace:
+                await self._finish(key, "missed", "due longer ago than the grace period")
+            else:
+                wake_at = _earliest(wake_at, await self._attempt(report, due, attempts=0))
         return wake_at
 
     async def _attempt(self, report: Report, due: datetime, *, attempts: int) -> datetime | None:
         """Send one claimed due time and record how it ended; the retry time, if retrying."""
-        org_id, report_id = report.org_id, report.id
+        key = (report.org_id, report.id, due)
         if report.state in _HELD:
             # Paused (or changed) between a failure and its retry.
-            await self._store.finish_run(
-                org_id, report_id, due, "skipped", f"the report is {report.state}", now=self._now()
-            )
+            await self._finish(key, "skipped", f"the report is {report.state}")
             return None
         try:
-            await self._service.send_scheduled(report)
+            await self._holding(key, self._service.send_scheduled(report, due))
+        except _ClaimLost:
+            logger.warning(
+                "report %s: the run of %s was taken over by another scheduler while this one"
+                " was sending it (stalled past its lease)",
+                report.id,
+                due.isoformat(),
+            )
         except OwnerDenied as exc:
-            await self._finish(report, due, "skipped", str(exc))
+            await self._finish(key, "skipped", str(exc))
         except UpstreamError as exc:
             if not exc.retryable:
-                await self._finish(report, due, "failed", str(exc))
+                await self._finish(key, "failed", str(exc))
                 return None
             delay = timedelta(seconds=self._config.retry_seconds * 2**attempts)
             retry_at = self._now() + delay
             if retry_at > due + self._grace:
                 await self._finish(
-                    report, due, "failed", f"still failing after {attempts + 1} attempts: {exc}"
+                    key, "failed", f"still failing after {attempts + 1} attempts: {exc}"
                 )
                 return None
             logger.warning(
                 "report %s: scheduled run of %s failed (%s); retrying in %s",
-                report_id,
+                report.id,
                 due.isoformat(),
                 exc,
                 delay,
             )
-            self._retries[(org_id, report_id, due)] = _Retry(attempts + 1, retry_at)
+            # The claim is kept until the retry; then whoever takes it over retries.
+            await self._store.extend_claim(
+                *key, self._owner, lease_until=retry_at, attempts=attempts + 1, detail=str(exc)
+            )
             return retry_at
         except SidecarError as exc:
-            await self._finish(report, due, "failed", str(exc))
+            await self._finish(key, "failed", str(exc))
         else:
-            await self._finish(report, due, "sent", "")
+            await self._finish(key, "sent", "")
         return None
 
+    async def _holding(self, key: tuple[int, int, datetime], send: Awaitable[None]) -> None:
+        """Await `send` while extending the claim's lease every third of it.
+
+        Raises _ClaimLost (and cancels the send) if the claim was taken over meanwhile.
+        """
+        sending = asyncio.ensure_future(send)
+        try:
+            while True:
+                pause = asyncio.get_running_loop().create_task(
+                    self._sleep(self._lease.total_seconds() / 3), name="scheduler-lease"
+                )
+                await asyncio.wait({sending, pause}, return_when=asyncio.FIRST_COMPLETED)
+                pause.cancel()
+                if sending.done():
+                    return sending.result()
+                if not await self._store.extend_claim(
+                    *key, self._owner, lease_until=self._now() + self._lease
+                ):
+                    raise _ClaimLost
+        finally:
+            if not sending.done():
+                sending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sending
+
     async def _finish(
-        self, report: Report, due: datetime, outcome: ScheduleOutcome, detail: str
+        self, key: tuple[int, int, datetime], outcome: ScheduleOutcome, detail: str
     ) -> None:
         """Record the outcome of a claimed due time."""
+        report_id, due = key[1], key[2]
         if outcome != "sent":
             logger.warning(
-                "report %s: scheduled run of %s %s: %s", report.id, due.isoformat(), outcome, detail
+                "report %s: scheduled run of %s %s: %s", report_id, due.isoformat(), outcome, detail
             )
-        await self._store.finish_run(
-            report.org_id,
-            report.id,
-            due,
-            outcome,
-            detail,
-            now=self._now(),
-        )
+        if not await self._store.finish_run(
+            *key, self._owner, outcome=outcome, detail=detail, now=self._now()
+        ):
+            logger.warning(
+                "report %s: the run of %s was taken over by another scheduler before it ended",
+                report_id,
+                due.isoformat(),
+            )
 
     async def _wait(self, wake_at: datetime | None) -> None:
         """Sleep until `wake_at`, at most `poll_seconds`, or until a report changes."""
         delay = self._config.poll_seconds
         if wake_at is not None:
             delay = min(delay, max(0.0, (wake_at - self._now()).total_seconds()))
-        sleeping = asyncio.ensure_future(self._sleep(delay))
-        changed = asyncio.ensure_future(self._service.changed.wait())
+        loop = asyncio.get_running_loop()
+        sleeping = loop.create_task(self._sleep(delay), name="scheduler-wait")
+        changed = loop.create_task(self._service.changed.wait())
         try:
             await asyncio.wait({sleeping, changed}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -266,6 +320,13 @@ class Scheduler:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+
+def _earliest(first: datetime | None, second: datetime | None) -> datetime | None:
+    """The earlier of two optional instants."""
+    if first is None or second is None:
+        return first or second
+    return min(first, second)
 
 
 def _plan(report: Report, start: datetime, now: datetime) -> _Plan:

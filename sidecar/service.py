@@ -15,6 +15,7 @@ to none. Every send of a saved report is recorded.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
 import time
@@ -82,7 +83,7 @@ from sidecar.pdf import (
 )
 from sidecar.render import PanelRenderer, PanelRequest
 from sidecar.schedule import next_run, state_of
-from sidecar.store import RunRecord, ScheduledRun, SqliteStore
+from sidecar.store import RunRecord, ScheduledRun, Store
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ class ReportService:
         authorizer: Authorizer,
         renderer: PanelRenderer,
         mailer: Mailer,
-        store: SqliteStore,
+        store: Store,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         fonts: PdfFonts | None = None,
     ) -> None:
@@ -363,12 +364,13 @@ class ReportService:
         report = await self.report(identity.org_id, report_id)
         await self._send(identity, report, emails=emails, record=True)
 
-    async def send_scheduled(self, report: Report) -> None:
-        """Send a due run of `report` to its own recipients, as the scheduler asks.
+    async def send_scheduled(self, report: Report, due_at: datetime) -> None:
+        """Send the run of `report` due at `due_at` to its own recipients, as the scheduler asks.
 
         No caller stands behind a scheduled run: the report's owner must still be able to
         view every dashboard (`Authorizer.owner_denial`), else OwnerDenied and nothing is
-        rendered or sent.
+        rendered or sent. The Message-ID names the run (the report, its due time, and this
+        Grafana), so the same run sent again after a crash carries the same one.
         """
         log.report_id.set(report.id)
         denial = await self._authorizer.owner_denial(
@@ -376,7 +378,14 @@ class ReportService:
         )
         if denial is not None:
             raise OwnerDenied(denial)
-        await self._send(None, report, emails=None, record=True, trigger="schedule")
+        installation = hashlib.sha256(f"{self._config.grafana.url}|{report.uid}".encode())
+        message_id = (
+            f"grafana-report.{report.org_id}.{report.id}"
+            f".{due_at.astimezone(UTC):%Y%m%dT%H%M%SZ}.{installation.hexdigest()[:12]}"
+        )
+        await self._send(
+            None, report, emails=None, record=True, trigger="schedule", message_id=message_id
+        )
 
     async def send_test(self, identity: Identity, definition: Report) -> None:
         """Send an unsaved report body now, to its own recipients (nothing is stored)."""
@@ -599,6 +608,7 @@ class ReportService:
         emails: str | None,
         record: bool,
         trigger: Trigger = "api",
+        message_id: str = "",
     ) -> None:
         """The one path of every email: check, render, compose, send all or nothing.
 
@@ -639,6 +649,7 @@ class ReportService:
                     else None
                 ),
                 logo_url="" if email_logo else branding.email_logo_url,
+                message_id=message_id,
             )
             await self._mailer.send(message)
         except SidecarError as exc:

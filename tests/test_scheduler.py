@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -17,6 +18,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from sidecar.app import create_app
+from sidecar.store import SqliteStore
 from sidecar.testing.grafana import GrafanaStandIn
 from sidecar.testing.grafana_standard import STANDARD
 from sidecar.testing.smtp import SmtpSink
@@ -36,7 +38,8 @@ class FakeClock:
 
     def __init__(self, start: datetime) -> None:
         self.moment = start
-        self._sleepers: list[tuple[datetime, asyncio.Future[None]]] = []
+        # (wake time, future, the sleeping task's name)
+        self._sleepers: list[tuple[datetime, asyncio.Future[None], str]] = []
 
     def now(self) -> datetime:
         """The fake time."""
@@ -47,9 +50,11 @@ class FakeClock:
         if seconds <= 0:
             await asyncio.sleep(0)
             return
+        task = asyncio.current_task()
         entry = (
             self.moment + timedelta(seconds=seconds),
             asyncio.get_running_loop().create_future(),
+            task.get_name() if task else "",
         )
         self._sleepers.append(entry)
         try:
@@ -60,17 +65,25 @@ class FakeClock:
     def advance(self, delta: timedelta) -> None:
         """Move time forward, waking every sleeper whose time has come."""
         self.moment += delta
-        for deadline, future in self._sleepers:
+        for deadline, future, _ in self._sleepers:
             if deadline <= self.moment and not future.done():
                 future.set_result(None)
 
     async def settle(self, schedulers: int = 1) -> None:
-        """Wait (real ms) until every scheduler sleeps again for a few polls in a row."""
+        """Wait (real ms) until every scheduler sleeps again for a few polls in a row.
+
+        Only the schedulers' waits between passes count (their sleeping tasks are named
+        `scheduler-wait`): a pause between lease extensions means a send is running.
+        """
         calm = 0
         async with asyncio.timeout(20):
             while calm < _SETTLED_POLLS:
                 await asyncio.sleep(0.005)
-                waiting = sum(1 for _, future in self._sleepers if not future.done())
+                waiting = sum(
+                    1
+                    for _, future, name in self._sleepers
+                    if name == "scheduler-wait" and not future.done()
+                )
                 calm = calm + 1 if waiting >= schedulers else 0
 
     async def step(
@@ -307,3 +320,70 @@ async def test_runs_endpoint_is_for_report_readers(start: Starter) -> None:
     assert denied.status == 403
     missing = await client.get("/-/reports/999/runs", headers=ADMIN)
     assert missing.status == 404
+
+
+async def test_a_run_left_claimed_by_a_dead_sidecar_is_sent_once_its_lease_passes(
+    start: Starter, clock: FakeClock, smtp: SmtpSink, tmp_path: Path
+) -> None:
+    """A claim of 10:00 by a sidecar that died, leased until 10:05: sent once, after 10:05."""
+    client = await start()
+    report_id = await create(client, hourly())
+    store = await SqliteStore.open(tmp_path / "reports.db")  # the app's database
+    due = datetime.fromisoformat(FIRST_DUE)
+    assert await store.claim_run(
+        1, report_id, due, "dead-sidecar", now=due, lease_until=due + timedelta(minutes=5)
+    )
+    await store.close()
+    await clock.step(timedelta(minutes=34), every=timedelta(minutes=1))  # 10:04
+    assert smtp.messages == []
+    assert outcomes(await runs(client, report_id)) == [(FIRST_DUE, "claimed")]
+    await clock.step(timedelta(minutes=2), every=timedelta(minutes=1))  # 10:06
+    assert len(smtp.messages) == 1
+    assert outcomes(await runs(client, report_id)) == [(FIRST_DUE, "sent")]
+    await clock.step(timedelta(minutes=30))
+    assert len(smtp.messages) == 1
+
+
+async def test_a_send_longer_than_the_lease_keeps_its_claim(
+    start: Starter, clock: FakeClock, smtp: SmtpSink, grafana: GrafanaStandIn
+) -> None:
+    """Renders take a real second while fake time runs minutes ahead (a 60 s lease).
+
+    The sending scheduler extends its lease, so the other one, which looks every minute,
+    never takes the run over: one email.
+    """
+    first = await start(schedule={"poll_seconds": 60})
+    await start(schedule={"poll_seconds": 60})
+    report_id = await create(first, hourly())
+    grafana.render.delay = 1.0
+    clock.advance(timedelta(minutes=30))  # 10:00: one of them claims and starts rendering
+    async with asyncio.timeout(20):
+        while not grafana.render.in_flight:  # noqa: ASYNC110 - the stand-in has no event for it
+            await asyncio.sleep(0.005)
+        while grafana.render.in_flight:  # ten fake seconds every real fiftieth
+            clock.advance(timedelta(seconds=10))
+            await asyncio.sleep(0.02)
+    await clock.settle(schedulers=2)
+    assert clock.moment > datetime.fromisoformat(FIRST_DUE) + timedelta(minutes=5)
+    assert len(smtp.messages) == 1
+    assert outcomes(await runs(first, report_id)) == [(FIRST_DUE, "sent")]
+
+
+async def test_a_pending_retry_goes_on_after_a_restart(
+    start: Starter, clock: FakeClock, smtp: SmtpSink
+) -> None:
+    """SMTP down at 10:00, the sidecar restarted before its retry: the new one sends it."""
+    first = await start()
+    report_id = await create(first, hourly())
+    await smtp.stop()
+    await clock.step(timedelta(minutes=30, seconds=30), every=timedelta(seconds=30))  # 10:00:30
+    (run,) = (await runs(first, report_id))["runs"]
+    assert (run["outcome"], run["attempts"]) == ("claimed", 1)
+    assert run["detail"]
+    await first.close()
+    await smtp.start()
+    clock.advance(timedelta(minutes=2))  # 10:02:30, after the 10:01 retry time
+    second = await start()
+    await clock.settle()
+    assert len(smtp.messages) == 1
+    assert outcomes(await runs(second, report_id)) == [(FIRST_DUE, "sent")]

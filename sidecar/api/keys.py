@@ -8,10 +8,10 @@ from sidecar.auth import Authorizer
 from sidecar.config import Config
 from sidecar.grafana import GrafanaClient
 from sidecar.service import ReportService
-from sidecar.store import SqliteStore
+from sidecar.store import Store
 
 CONFIG = web.AppKey("config", Config)
 GRAFANA = web.AppKey("grafana", GrafanaClient)
 AUTHORIZER = web.AppKey("authorizer", Authorizer)
-STORE = web.AppKey("store", SqliteStore)
+STORE = web.AppKey("store", Store)
 SERVICE = web.AppKey("service", ReportService)

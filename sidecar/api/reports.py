@@ -177,8 +177,9 @@ async def schedule_runs(request: web.Request) -> web.Response:
 
     Needs `reports:read` on the report (Admin by default) and a view of its dashboards.
     `runs`: at most 50, the most recent due time first; `outcome` is `claimed` (being
-    sent), `sent`, `failed`, `skipped` (the owner lost access) or `missed` (due while the
-    sidecar was down, longer ago than the grace period); `detail` says why. Times are UTC
+    sent, or waiting for a retry: `attempts` failed so far, `detail` the last error),
+    `sent`, `failed`, `skipped` (the owner lost access) or `missed` (due while the sidecar
+    was down, longer ago than the grace period); `detail` says why. Times are UTC
     ISO 8601; `nextRun` is null unless the report is `scheduled`.
     """
     identity = await identify(request)
@@ -196,6 +197,7 @@ async def schedule_runs(request: web.Request) -> web.Response:
                     "detail": run.detail,
                     "claimedAt": _iso(run.claimed_at),
                     "finishedAt": _iso(run.finished_at),
+                    "attempts": run.attempts,
                 }
                 for run in view.runs
             ],

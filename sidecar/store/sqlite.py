@@ -13,18 +13,26 @@ provisioned report's id.
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 from sidecar.errors import ConfigError
 from sidecar.model import Report, ReportSettings
+from sidecar.store.base import (
+    OpenClaim,
+    RunRecord,
+    ScheduledRun,
+    ScheduleOutcome,
+    report_body,
+    report_from_row,
+    settings_body,
+    settings_from_row,
+)
 
 T = TypeVar("T")
 
@@ -86,38 +94,16 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (org_id, report_id, due_at)
     );
     """,
+    # Leases, so that a claim left by a killed sidecar is taken over; retries are kept
+    # here too (attempts, and the lease until the retry), so a restart goes on with them.
+    # Rows claimed before this migration get an empty lease: already passed.
+    """
+    ALTER TABLE schedule_runs ADD COLUMN lease_until TEXT NOT NULL DEFAULT '';
+    ALTER TABLE schedule_runs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX schedule_runs_open ON schedule_runs (outcome) WHERE outcome = 'claimed';
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
 )
-
-
-ScheduleOutcome = Literal["claimed", "sent", "failed", "skipped", "missed"]
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduledRun:
-    """What happened to one due time of a report's schedule (`schedule_runs`)."""
-
-    due_at: datetime
-    outcome: ScheduleOutcome  # "claimed" while a scheduler is working on it
-    detail: str  # why it failed or was skipped; "" when sent
-    claimed_by: str
-    claimed_at: datetime
-    finished_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class RunRecord:
-    """One attempt to send a report: who asked, when, and how it ended."""
-
-    report_id: int
-    org_id: int
-    trigger: str  # "api" (send now) or "schedule"
-    requested_by: str
-    started_at: datetime
-    duration_ms: int
-    outcome: str  # "sent" | "failed"
-    detail: str  # the failure's message; "" when sent
-    recipients: int  # how many, never who
-    pdf_bytes: int
 
 
 class SqliteStore:
@@ -228,66 +214,135 @@ class SqliteStore:
         return await self._run(select)
 
     # -- scheduled runs --------------------------------------------------------------------
-    # Due times are stored as UTC ISO strings of one fixed form, so that they compare
-    # (and sort) as text in the same order as in time.
+    # Instants are stored as UTC ISO text of one fixed form, so that they compare (and
+    # sort) as text in the same order as in time.
 
-    async def claim_run(
-        self, org_id: int, report_id: int, due_at: datetime, owner: str, *, now: datetime
-    ) -> bool:
-        """Claim one due time of a report for `owner`; False if anyone recorded it already.
+    async def scheduler_since(self, now: datetime) -> datetime:
+        """When the first scheduler on this database started (`now` if this is it)."""
 
-        This INSERT is the exactly-once point: the primary key lets one claim through, in
-        this process or any other on the same database. A claim whose process died
-        mid-run stays 'claimed': taking such claims over after a lease is left for the
-        several-replica work (README, Schedules).
-        """
-
-        def insert() -> bool:
+        def upsert() -> datetime:
             with self._connection:
                 self._connection.execute("BEGIN IMMEDIATE")
-                cursor = self._connection.execute(
-                    "INSERT INTO schedule_runs (org_id, report_id, due_at, claimed_by,"
-                    " claimed_at, outcome, detail) VALUES (?, ?, ?, ?, ?, 'claimed', '')"
-                    " ON CONFLICT (org_id, report_id, due_at) DO NOTHING",
-                    (org_id, report_id, _utc_text(due_at), owner, _utc_text(now)),
+                self._connection.execute(
+                    "INSERT INTO meta (key, value) VALUES ('scheduler_since', ?)"
+                    " ON CONFLICT (key) DO NOTHING",
+                    (_utc_text(now),),
                 )
-            return cursor.rowcount == 1
+                (value,) = self._connection.execute(
+                    "SELECT value FROM meta WHERE key = 'scheduler_since'"
+                ).fetchone()
+            return datetime.fromisoformat(value)
 
-        return await self._run(insert)
+        return await self._run(upsert)
+
+    async def claim_run(
+        self,
+        org_id: int,
+        report_id: int,
+        due_at: datetime,
+        owner: str,
+        *,
+        now: datetime,
+        lease_until: datetime,
+    ) -> bool:
+        """Claim a due time for `owner`; False if it is recorded already (by anyone).
+
+        This INSERT is the exactly-once point: the primary key lets one claim through, in
+        this process or any other on the same database.
+        """
+        return await self._write(
+            "INSERT INTO schedule_runs (org_id, report_id, due_at, claimed_by, claimed_at,"
+            " outcome, detail, lease_until) VALUES (?, ?, ?, ?, ?, 'claimed', '', ?)"
+            " ON CONFLICT (org_id, report_id, due_at) DO NOTHING",
+            (org_id, report_id, _utc_text(due_at), owner, _utc_text(now), _utc_text(lease_until)),
+        )
+
+    async def take_over(
+        self,
+        org_id: int,
+        report_id: int,
+        due_at: datetime,
+        owner: str,
+        *,
+        now: datetime,
+        lease_until: datetime,
+    ) -> bool:
+        """Take a `claimed` due time whose lease has passed by `now`; False if another won."""
+        return await self._write(
+            "UPDATE schedule_runs SET claimed_by = ?, claimed_at = ?, lease_until = ?"
+            " WHERE org_id = ? AND report_id = ? AND due_at = ? AND outcome = 'claimed'"
+            " AND lease_until <= ?",
+            (
+                owner,
+                _utc_text(now),
+                _utc_text(lease_until),
+                org_id,
+                report_id,
+                _utc_text(due_at),
+                _utc_text(now),
+            ),
+        )
+
+    async def extend_claim(
+        self,
+        org_id: int,
+        report_id: int,
+        due_at: datetime,
+        owner: str,
+        *,
+        lease_until: datetime,
+        attempts: int | None = None,
+        detail: str | None = None,
+    ) -> bool:
+        """Move the lease of `owner`'s claim (and set attempts, detail); False if not held."""
+        return await self._write(
+            "UPDATE schedule_runs SET lease_until = ?, attempts = COALESCE(?, attempts),"
+            " detail = COALESCE(?, detail) WHERE org_id = ? AND report_id = ? AND due_at = ?"
+            " AND outcome = 'claimed' AND claimed_by = ?",
+            (_utc_text(lease_until), attempts, detail, org_id, report_id, _utc_text(due_at), owner),
+        )
 
     async def finish_run(
         self,
         org_id: int,
         report_id: int,
         due_at: datetime,
+        owner: str,
+        *,
         outcome: ScheduleOutcome,
         detail: str,
-        *,
         now: datetime,
-    ) -> None:
-        """Record how a claimed due time ended (or, with no claim yet, record it at once)."""
+    ) -> bool:
+        """Record how `owner`'s claim ended; False (nothing written) if it is not held."""
+        return await self._write(
+            "UPDATE schedule_runs SET outcome = ?, detail = ?, finished_at = ?"
+            " WHERE org_id = ? AND report_id = ? AND due_at = ? AND outcome = 'claimed'"
+            " AND claimed_by = ?",
+            (outcome, detail, _utc_text(now), org_id, report_id, _utc_text(due_at), owner),
+        )
 
-        def upsert() -> None:
-            with self._connection:
-                self._connection.execute("BEGIN IMMEDIATE")
-                self._connection.execute(
-                    "INSERT INTO schedule_runs (org_id, report_id, due_at, claimed_by,"
-                    " claimed_at, outcome, detail, finished_at) VALUES (?, ?, ?, '', ?, ?, ?, ?)"
-                    " ON CONFLICT (org_id, report_id, due_at) DO UPDATE SET"
-                    " outcome = excluded.outcome, detail = excluded.detail,"
-                    " finished_at = excluded.finished_at",
-                    (
-                        org_id,
-                        report_id,
-                        _utc_text(due_at),
-                        _utc_text(now),
-                        outcome,
-                        detail,
-                        _utc_text(now),
-                    ),
+    async def open_claims(self) -> list[OpenClaim]:
+        """Every due time still `claimed`, oldest first."""
+
+        def select() -> list[OpenClaim]:
+            rows = self._connection.execute(
+                "SELECT org_id, report_id, due_at, claimed_by, lease_until, attempts"
+                " FROM schedule_runs WHERE outcome = 'claimed' ORDER BY due_at"
+            ).fetchall()
+            return [
+                OpenClaim(
+                    org_id=row[0],
+                    report_id=row[1],
+                    due_at=datetime.fromisoformat(row[2]),
+                    claimed_by=row[3],
+                    # Claims older than leases have none: passed long ago.
+                    lease_until=datetime.fromisoformat(row[4]) if row[4] else _LONG_AGO,
+                    attempts=row[5],
                 )
+                for row in rows
+            ]
 
-        await self._run(upsert)
+        return await self._run(select)
 
     async def last_dues(self) -> dict[tuple[int, int], datetime]:
         """The latest due time recorded for every report that has one, by (org, report)."""
@@ -306,7 +361,7 @@ class SqliteStore:
 
         def select() -> list[ScheduledRun]:
             rows = self._connection.execute(
-                "SELECT due_at, outcome, detail, claimed_by, claimed_at, finished_at"
+                "SELECT due_at, outcome, detail, claimed_by, claimed_at, finished_at, attempts"
                 " FROM schedule_runs WHERE org_id = ? AND report_id = ?"
                 " ORDER BY due_at DESC LIMIT ?",
                 (org_id, report_id, limit),
@@ -319,6 +374,7 @@ class SqliteStore:
                     claimed_by=row[3],
                     claimed_at=datetime.fromisoformat(row[4]),
                     finished_at=None if row[5] is None else datetime.fromisoformat(row[5]),
+                    attempts=row[6],
                 )
                 for row in rows
             ]
@@ -330,7 +386,7 @@ class SqliteStore:
 
         def select() -> list[Report]:
             rows = self._connection.execute(f"{_REPORT_SELECT} ORDER BY id").fetchall()
-            return [_report(row) for row in rows]
+            return [report_from_row(row) for row in rows]
 
         return await self._run(select)
 
@@ -378,7 +434,7 @@ class SqliteStore:
                         uid,
                         report.org_id,
                         report.user_id,
-                        _body(report),
+                        report_body(report),
                         moment.isoformat(),
                         moment.isoformat(),
                     ),
@@ -400,7 +456,7 @@ class SqliteStore:
                 self._connection.execute("BEGIN IMMEDIATE")
                 changed = self._connection.execute(
                     "UPDATE reports SET body = ?, updated = ? WHERE org_id = ? AND id = ?",
-                    (_body(report), moment.isoformat(), report.org_id, report.id),
+                    (report_body(report), moment.isoformat(), report.org_id, report.id),
                 ).rowcount
             return self._select_report(report.org_id, report.id) if changed else None
 
@@ -431,7 +487,7 @@ class SqliteStore:
             rows = self._connection.execute(
                 f"{_REPORT_SELECT} WHERE org_id = ? ORDER BY id", (org_id,)
             ).fetchall()
-            return [_report(row) for row in rows]
+            return [report_from_row(row) for row in rows]
 
         return await self._run(select)
 
@@ -444,9 +500,7 @@ class SqliteStore:
             ).fetchone()
             if row is None:
                 return None
-            return ReportSettings.model_validate_json(row[1]).model_copy(
-                update={"id": org_id, "org_id": org_id, "user_id": row[0]}
-            )
+            return settings_from_row(org_id, row[0], row[1])
 
         return await self._run(select)
 
@@ -459,7 +513,7 @@ class SqliteStore:
     ) -> None:
         """Save `settings.org_id`'s settings and its uploaded images in one transaction."""
         moment = now or datetime.now(UTC)
-        body = settings.model_dump_json(by_alias=True, exclude={"id", "org_id", "user_id"})
+        body = settings_body(settings)
 
         def save() -> None:
             with self._connection:
@@ -498,7 +552,17 @@ class SqliteStore:
         row = self._connection.execute(
             f"{_REPORT_SELECT} WHERE org_id = ? AND id = ?", (org_id, report_id)
         ).fetchone()
-        return None if row is None else _report(row)
+        return None if row is None else report_from_row(row)
+
+    async def _write(self, sql: str, parameters: tuple[object, ...]) -> bool:
+        """One statement in its own transaction; whether it changed a row."""
+
+        def write() -> bool:
+            with self._connection:
+                self._connection.execute("BEGIN IMMEDIATE")
+                return self._connection.execute(sql, parameters).rowcount == 1
+
+        return await self._run(write)
 
     async def _run(self, call: Callable[[], T]) -> T:
         """`call` in a worker thread, one at a time."""
@@ -511,30 +575,9 @@ class SqliteStore:
 
 
 _REPORT_SELECT = "SELECT id, uid, org_id, user_id, body, created, updated FROM reports"
-# What the server sets is kept in columns, not in the JSON body.
-_SERVER_FIELDS = {"id", "uid", "org_id", "user_id", "created", "updated"}
+_LONG_AGO = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _utc_text(moment: datetime) -> str:
     """An aware instant as fixed-width UTC ISO text (sorts as text in time order)."""
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def _body(report: Report) -> str:
-    """The report's own fields as Enterprise JSON."""
-    return report.model_dump_json(by_alias=True, exclude=_SERVER_FIELDS)
-
-
-def _report(row: tuple[object, ...]) -> Report:
-    """A Report from a `_REPORT_SELECT` row."""
-    report_id, uid, org_id, user_id, body, created, updated = row
-    data = json.loads(str(body))
-    data.update(
-        id=report_id,
-        uid=uid,
-        orgId=org_id,
-        userId=user_id,
-        created=created,
-        updated=updated,
-    )
-    return Report.model_validate(data)
