@@ -3,7 +3,8 @@
 `postgres_server` is the server's admin URL, one per session: `$SIDECAR_TEST_POSTGRES_URL`
 if set, else a private server started from this machine's PostgreSQL binaries in a
 temporary folder (trust authentication, loopback only, no fsync) and stopped at the end.
-`postgres_url` is a fresh, empty database on it for one test, dropped after.
+`postgres_url` is a fresh, empty database on it for one test, dropped after, and
+`database_url` parametrizes a test over both stores (a SQLite file, a PostgreSQL database).
 
 With no server binaries found, the tests that need one fail, saying what to install:
 a skipped store test must not pass for a tested store.
@@ -150,3 +151,15 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
     with psycopg.connect(postgres_server, autocommit=True) as admin:
         # FORCE: a connection a failed test left open must not keep the database.
         admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """storage.url of an empty database: a SQLite file, or a PostgreSQL database.
+
+    Tests that use it run once on each store.
+    """
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state' / 'reports.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url

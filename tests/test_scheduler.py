@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,7 +17,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from sidecar.app import create_app
-from sidecar.store import SqliteStore
+from sidecar.store import open_store
 from sidecar.testing.grafana import GrafanaStandIn
 from sidecar.testing.grafana_standard import STANDARD
 from sidecar.testing.smtp import SmtpSink
@@ -107,13 +106,25 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def start(
-    aiohttp_client: Callable[..., Awaitable[Client]], make_config: ConfigFactory, clock: FakeClock
+    aiohttp_client: Callable[..., Awaitable[Client]],
+    make_config: ConfigFactory,
+    clock: FakeClock,
+    database_url: str,
 ) -> Starter:
-    """Start the real app on the fake clock (keyword sections override the config)."""
+    """Start the real app on the fake clock (keyword sections override the config).
+
+    Every app of a test shares one database: each test runs on SQLite and on PostgreSQL.
+    """
 
     async def run(**sections: Any) -> Client:
         schedule = {"retry_seconds": 60, "grace_period_seconds": 3600, "poll_seconds": 600}
-        config = make_config(**{**sections, "schedule": schedule | sections.get("schedule", {})})
+        config = make_config(
+            **{
+                **sections,
+                "schedule": schedule | sections.get("schedule", {}),
+                "storage": {"url": database_url},
+            }
+        )
         client = await aiohttp_client(create_app(config, now=clock.now, sleep=clock.sleep))
         await clock.settle()
         return client
@@ -323,12 +334,12 @@ async def test_runs_endpoint_is_for_report_readers(start: Starter) -> None:
 
 
 async def test_a_run_left_claimed_by_a_dead_sidecar_is_sent_once_its_lease_passes(
-    start: Starter, clock: FakeClock, smtp: SmtpSink, tmp_path: Path
+    start: Starter, clock: FakeClock, smtp: SmtpSink, database_url: str
 ) -> None:
     """A claim of 10:00 by a sidecar that died, leased until 10:05: sent once, after 10:05."""
     client = await start()
     report_id = await create(client, hourly())
-    store = await SqliteStore.open(tmp_path / "reports.db")  # the app's database
+    store = await open_store(database_url)  # the app's database
     due = datetime.fromisoformat(FIRST_DUE)
     assert await store.claim_run(
         1, report_id, due, "dead-sidecar", now=due, lease_until=due + timedelta(minutes=5)

@@ -33,15 +33,6 @@ EAST = timezone(timedelta(hours=5, minutes=30))
 MINUTE = timedelta(minutes=1)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """storage.url of an empty database: a SQLite file, or a PostgreSQL database."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'state' / 'reports.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
 @pytest.fixture
 async def open_stores(database_url: str) -> AsyncIterator[Opener]:
     """Opens a store on the test's database, each call another; all closed after the test."""
