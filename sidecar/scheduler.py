@@ -116,9 +116,10 @@ class Scheduler:
             # Cleared before reading, so a change made during the tick wakes the next wait.
             self._service.changed.clear()
             wake_at: datetime | None = None
+            # Any failure, a store outage too: the task must outlive a failing pass.
             try:
                 wake_at = await self.tick()
-            except SidecarError:
+            except Exception:
                 logger.exception("scheduler: a pass over the reports failed; trying again")
             await self._wait(wake_at)
 
@@ -281,6 +282,12 @@ class Scheduler:
                     *key, self._owner, lease_until=self._now() + self._lease
                 ):
                     raise _ClaimLost
+        except asyncio.CancelledError:
+            # Shutting down: hand the run back now, not when its lease ends, so that
+            # another replica (or this one, restarted) sends it at its next look.
+            with contextlib.suppress(Exception):
+                await self._store.extend_claim(*key, self._owner, lease_until=self._now())
+            raise
         finally:
             if not sending.done():
                 sending.cancel()
@@ -296,14 +303,29 @@ class Scheduler:
             logger.warning(
                 "report %s: scheduled run of %s %s: %s", report_id, due.isoformat(), outcome, detail
             )
-        if not await self._store.finish_run(
-            *key, self._owner, outcome=outcome, detail=detail, now=self._now()
+        if not await self._recording(
+            lambda: self._store.finish_run(
+                *key, self._owner, outcome=outcome, detail=detail, now=self._now()
+            )
         ):
             logger.warning(
                 "report %s: the run of %s was taken over by another scheduler before it ended",
                 report_id,
                 due.isoformat(),
             )
+
+    async def _recording(self, write: Callable[[], Awaitable[bool]]) -> bool:
+        """`write` to the store, tried again every third of a lease while the store is down.
+
+        An outcome lost to a store outage would leave a sent run `claimed`, to be sent
+        again by whoever takes it over: the holder keeps trying, within its lease.
+        """
+        while True:
+            try:
+                return await write()
+            except Exception:  # any store failure: the database may come back
+                logger.exception("scheduler: cannot record a run's outcome; trying again")
+            await self._sleep(self._lease.total_seconds() / 3)
 
     async def _wait(self, wake_at: datetime | None) -> None:
         """Sleep until `wake_at`, at most `poll_seconds`, or until a report changes."""

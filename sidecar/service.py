@@ -170,7 +170,7 @@ def _state(report: Report, now: datetime) -> State:
 
 
 class ReportService:
-    """Sends reports: the one path every send takes, from the API or (later) a schedule."""
+    """Sends reports: the one path every send takes, from the API or from a schedule."""
 
     def __init__(
         self,

@@ -8,9 +8,11 @@ and waits (a few real milliseconds) until every scheduler sleeps again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import pytest
@@ -398,3 +400,102 @@ async def test_a_pending_retry_goes_on_after_a_restart(
     await clock.settle()
     assert len(smtp.messages) == 1
     assert outcomes(await runs(second, report_id)) == [(FIRST_DUE, "sent")]
+
+
+async def test_a_sidecar_stopped_mid_run_hands_the_run_back_at_once(
+    start: Starter, clock: FakeClock, smtp: SmtpSink, grafana: GrafanaStandIn
+) -> None:
+    """Stopped (SIGTERM) while rendering: the run is released, not held for its lease.
+
+    A sidecar started right after, at the same fake instant, sends it: once.
+    """
+    first = await start()
+    report_id = await create(first, hourly())
+    grafana.render.delay = 1.0
+    clock.advance(timedelta(minutes=30))  # 10:00: claimed, rendering for a real second
+    async with asyncio.timeout(20):
+        while not grafana.render.in_flight:  # noqa: ASYNC110 - the stand-in has no event for it
+            await asyncio.sleep(0.005)
+    await first.close()
+    assert smtp.messages == []
+    grafana.render.delay = 0.0
+    second = await start()
+    await clock.settle()
+    assert len(smtp.messages) == 1
+    assert outcomes(await runs(second, report_id)) == [(FIRST_DUE, "sent")]
+
+
+class CuttableProxy:
+    """A TCP forwarder on loopback to `target`, whose link the test can cut and restore."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._links: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        """Accept (again, on the same port) and forward."""
+        self._server = await asyncio.start_server(self._forward, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        """Refuse new connections and drop every open one."""
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._links):
+            writer.transport.abort()
+        await self._server.wait_closed()
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+        self._links |= {writer, upstream_writer}
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.transport.abort()
+
+        await asyncio.gather(pump(reader, upstream_writer), pump(upstream_reader, writer))
+        self._links -= {writer, upstream_writer}
+
+
+async def test_the_scheduler_outlives_a_store_outage(
+    aiohttp_client: Callable[..., Awaitable[Client]],
+    make_config: ConfigFactory,
+    clock: FakeClock,
+    smtp: SmtpSink,
+    postgres_url: str,
+) -> None:
+    """PostgreSQL unreachable over the 10:00 due time, then back: the run is sent late.
+
+    The failing passes are logged; the scheduler goes on, within the grace period.
+    """
+    parts = urlsplit(postgres_url)
+    proxy = CuttableProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
+    await proxy.start()
+    through_proxy = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
+    try:
+        config = make_config(
+            storage={"url": through_proxy},
+            schedule={"grace_period_seconds": 3600, "poll_seconds": 600},
+        )
+        client = await aiohttp_client(create_app(config, now=clock.now, sleep=clock.sleep))
+        await clock.settle()
+        report_id = await create(client, hourly())
+        await clock.settle()
+        await proxy.cut()
+        clock.advance(timedelta(minutes=31))  # 10:01: the pass fails (the pool gives up)
+        await clock.settle()
+        assert smtp.messages == []
+        await proxy.start()
+        await clock.step(timedelta(minutes=80), every=timedelta(minutes=10))  # 11:21
+        assert len(smtp.messages) == 2
+        assert outcomes(await runs(client, report_id)) == [
+            (FIRST_DUE, "sent"),
+            ("2025-01-06T11:00:00Z", "sent"),
+        ]
+    finally:
+        await proxy.cut()

@@ -107,7 +107,7 @@ MIGRATIONS: tuple[str, ...] = (
 
 
 class SqliteStore:
-    """Run history in one SQLite file."""
+    """Reports, settings, images, run history and schedule claims in one SQLite file."""
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
