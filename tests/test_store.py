@@ -452,6 +452,7 @@ async def test_sqlite_from_an_older_schema_is_migrated(tmp_path: Path) -> None:
         [claim] = await store.open_claims()
         assert (claim.org_id, claim.report_id, claim.due_at, claim.attempts) == (1, 4, T0, 0)
         assert claim.lease_until < T0
+        assert await store.last_dues() == {(1, 4): T0}  # the marks start from the history
         assert await store.take_over(1, 4, T0, "new", now=T0, lease_until=T0 + MINUTE)
         assert await store.scheduler_since(T0) == T0  # the meta table is there
     finally:

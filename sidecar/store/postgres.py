@@ -96,6 +96,14 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX schedule_runs_open ON schedule_runs (due_at) WHERE outcome = 'claimed';
     CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL);
+    -- Each report's latest claimed due time: a scheduler pass reads one row per report,
+    -- not the whole history.
+    CREATE TABLE schedule_marks (
+        org_id bigint NOT NULL,
+        report_id bigint NOT NULL,
+        last_due timestamptz NOT NULL,
+        PRIMARY KEY (org_id, report_id)
+    );
     """,
 )
 
@@ -351,10 +359,17 @@ class PostgresStore:
         This INSERT is the exactly-once point: of concurrent inserts of one key, the
         primary key lets one through, and the others wait for it and insert nothing.
         """
+        # One statement: the mark moves only with a claim that went through.
         return await self._write(
-            "INSERT INTO schedule_runs (org_id, report_id, due_at, claimed_by, claimed_at,"
-            " outcome, detail, lease_until) VALUES (%s, %s, %s, %s, %s, 'claimed', '', %s)"
-            " ON CONFLICT (org_id, report_id, due_at) DO NOTHING",
+            "WITH claimed AS (INSERT INTO schedule_runs (org_id, report_id, due_at,"
+            " claimed_by, claimed_at, outcome, detail, lease_until)"
+            " VALUES (%s, %s, %s, %s, %s, 'claimed', '', %s)"
+            " ON CONFLICT (org_id, report_id, due_at) DO NOTHING"
+            " RETURNING org_id, report_id, due_at)"
+            " INSERT INTO schedule_marks (org_id, report_id, last_due)"
+            " SELECT org_id, report_id, due_at FROM claimed"
+            " ON CONFLICT (org_id, report_id)"
+            " DO UPDATE SET last_due = GREATEST(schedule_marks.last_due, excluded.last_due)",
             (org_id, report_id, due_at, owner, now, lease_until),
         )
 
@@ -436,10 +451,7 @@ class PostgresStore:
 
     async def last_dues(self) -> dict[tuple[int, int], datetime]:
         """The latest due time recorded for every report that has one, by (org, report)."""
-        rows = await self._fetch(
-            "SELECT org_id, report_id, max(due_at) FROM schedule_runs GROUP BY org_id, report_id",
-            (),
-        )
+        rows = await self._fetch("SELECT org_id, report_id, last_due FROM schedule_marks", ())
         return {(row[0], row[1]): utc(row[2]) for row in rows}
 
     async def recent_runs(self, org_id: int, report_id: int, limit: int) -> list[ScheduledRun]:

@@ -96,12 +96,22 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # Leases, so that a claim left by a killed sidecar is taken over; retries are kept
     # here too (attempts, and the lease until the retry), so a restart goes on with them.
-    # Rows claimed before this migration get an empty lease: already passed.
+    # Rows claimed before this migration get an empty lease: already passed. Each
+    # report's latest claimed due time is kept apart, so that a scheduler pass reads one
+    # row per report, not the whole history.
     """
     ALTER TABLE schedule_runs ADD COLUMN lease_until TEXT NOT NULL DEFAULT '';
     ALTER TABLE schedule_runs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX schedule_runs_open ON schedule_runs (outcome) WHERE outcome = 'claimed';
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE schedule_marks (
+        org_id INTEGER NOT NULL,
+        report_id INTEGER NOT NULL,
+        last_due TEXT NOT NULL,
+        PRIMARY KEY (org_id, report_id)
+    );
+    INSERT INTO schedule_marks
+        SELECT org_id, report_id, MAX(due_at) FROM schedule_runs GROUP BY org_id, report_id;
     """,
 )
 
@@ -250,12 +260,28 @@ class SqliteStore:
         This INSERT is the exactly-once point: the primary key lets one claim through, in
         this process or any other on the same database.
         """
-        return await self._write(
-            "INSERT INTO schedule_runs (org_id, report_id, due_at, claimed_by, claimed_at,"
-            " outcome, detail, lease_until) VALUES (?, ?, ?, ?, ?, 'claimed', '', ?)"
-            " ON CONFLICT (org_id, report_id, due_at) DO NOTHING",
-            (org_id, report_id, _utc_text(due_at), owner, _utc_text(now), _utc_text(lease_until)),
-        )
+        due = _utc_text(due_at)
+
+        def insert() -> bool:
+            with self._connection:
+                self._connection.execute("BEGIN IMMEDIATE")
+                claimed = self._connection.execute(
+                    "INSERT INTO schedule_runs (org_id, report_id, due_at, claimed_by,"
+                    " claimed_at, outcome, detail, lease_until)"
+                    " VALUES (?, ?, ?, ?, ?, 'claimed', '', ?)"
+                    " ON CONFLICT (org_id, report_id, due_at) DO NOTHING",
+                    (org_id, report_id, due, owner, _utc_text(now), _utc_text(lease_until)),
+                ).rowcount
+                if claimed:
+                    self._connection.execute(
+                        "INSERT INTO schedule_marks (org_id, report_id, last_due)"
+                        " VALUES (?, ?, ?) ON CONFLICT (org_id, report_id)"
+                        " DO UPDATE SET last_due = MAX(last_due, excluded.last_due)",
+                        (org_id, report_id, due),
+                    )
+            return claimed == 1
+
+        return await self._run(insert)
 
     async def take_over(
         self,
@@ -349,8 +375,7 @@ class SqliteStore:
 
         def select() -> dict[tuple[int, int], datetime]:
             rows = self._connection.execute(
-                "SELECT org_id, report_id, MAX(due_at) FROM schedule_runs"
-                " GROUP BY org_id, report_id"
+                "SELECT org_id, report_id, last_due FROM schedule_marks"
             ).fetchall()
             return {(row[0], row[1]): datetime.fromisoformat(row[2]) for row in rows}
 

@@ -304,7 +304,7 @@ def _draw_chart(image: Image.Image, picture: PanelPicture, scheme: _Scheme, padd
         radius=max(1, round(3 * scale)),
         fill=scheme.plate,
     )
-    inset = min(max(2, round(6 * scale)), (bottom - top) // 4)
+    inset = min(max(2, round(6 * scale)), (bottom - top) // 4, (right - left) // 4)
     box = (left + inset, top + inset, right - inset, bottom - inset)
     size = (box[2] - box[0]) * _SUPERSAMPLE, (box[3] - box[1]) * _SUPERSAMPLE
     canvas = image.crop(box).resize(size, Image.Resampling.NEAREST)
