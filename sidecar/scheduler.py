@@ -130,7 +130,7 @@ class Scheduler:
         if self._since is None:
             self._since = await self._store.scheduler_since(now)
         wake_at = await self._resume_claims(
-            {(report.org_id, report.id): report for report in reports}, now
+            {(report.org_id, report.id): report for report in reports}
         )
         # One query and one worker-thread call for all reports: a pass over 10,000 idle
         # reports must stay cheap (bench/schedule.py).
@@ -159,15 +159,14 @@ class Scheduler:
         known_since = report.updated - _CREATION_SLACK if report.updated else since
         return max(now - self._grace, known_since)
 
-    async def _resume_claims(
-        self, reports: dict[ReportKey, Report], now: datetime
-    ) -> datetime | None:
+    async def _resume_claims(self, reports: dict[ReportKey, Report]) -> datetime | None:
         """Take over the claims whose lease has passed; the earliest lease still running.
 
         Such claims are retries whose time has come, and runs left by a sidecar that died.
         """
         wake_at: datetime | None = None
         for claim in await self._store.open_claims():
+            now = self._now()  # sends take time: fresh for each claim
             if claim.lease_until > now:
                 wake_at = _earliest(wake_at, claim.lease_until)
                 continue
@@ -278,9 +277,14 @@ class Scheduler:
                 pause.cancel()
                 if sending.done():
                     return sending.result()
-                if not await self._store.extend_claim(
-                    *key, self._owner, lease_until=self._now() + self._lease
-                ):
+                try:
+                    held = await self._store.extend_claim(
+                        *key, self._owner, lease_until=self._now() + self._lease
+                    )
+                except Exception:  # the store is down: nobody can take the run over either
+                    logger.exception("scheduler: cannot extend the lease of a run being sent")
+                    continue
+                if not held:
                     raise _ClaimLost
         except asyncio.CancelledError:
             # Shutting down: hand the run back now, not when its lease ends, so that
