@@ -499,3 +499,19 @@ async def test_the_scheduler_outlives_a_store_outage(
         ]
     finally:
         await proxy.cut()
+
+
+async def test_a_once_report_without_start_date_goes_out_at_once_and_only_once(
+    start: Starter, clock: FakeClock, smtp: SmtpSink
+) -> None:
+    """Enterprise's "Send now": no startDate means the creation time; one email, then none."""
+    client = await start()
+    body = hourly(schedule={"frequency": "once", "timeZone": "Europe/Warsaw"})
+    report_id = await create(client, body)
+    await clock.settle()
+    assert len(smtp.messages) == 1
+    await clock.step(timedelta(days=2), every=timedelta(hours=6))
+    assert len(smtp.messages) == 1
+    view = await runs(client, report_id)
+    assert outcomes(view) == [(START.isoformat().replace("+00:00", "Z"), "sent")]
+    assert view["nextRun"] is None
