@@ -45,6 +45,7 @@ _ADMIN_ACTIONS = frozenset(
 _EVERY_FOLDER = frozenset({"*", "folders:*", "dashboards:*"})
 # `dashboards:read` scopes that cover every dashboard of the org.
 _ANY_DASHBOARD = frozenset({"*", "dashboards:*", "dashboards:uid:*", "folders:*", "folders:uid:*"})
+_ANY_DATA_SOURCE = frozenset({"*", "datasources:*", "datasources:uid:*"})
 OWNER_UNCHECKABLE = "owner's dashboard access cannot be checked on this Grafana version"
 _EDITOR_ACTIONS = frozenset({"dashboards:create", "dashboards:write", "datasources:explore"})
 _FORWARDED = ("Authorization", "X-Grafana-Org-Id")
@@ -181,11 +182,8 @@ class Authorizer:
 
     def require_queries(self, identity: Identity, data_source_uids: Iterable[str]) -> None:
         """The caller may query each data source in Grafana (`datasources:query`), or 403."""
-        scopes = set(identity.query_scopes)
-        everything = {"*", "datasources:*", "datasources:uid:*"}
-        for uid in data_source_uids:
-            if scopes.isdisjoint(everything | {f"datasources:uid:{uid}"}):
-                raise AccessDenied("datasources:query")
+        if _unqueryable(identity.query_scopes, data_source_uids) is not None:
+            raise AccessDenied("datasources:query")
 
     async def visible_dashboards(
         self, identity: Identity, uids: Iterable[str]
@@ -257,6 +255,23 @@ class Authorizer:
             folders = await self._folder_chain(uid, org_id)
             if held.isdisjoint(f"folders:uid:{folder}" for folder in folders):
                 return f"the report's owner (user {user_id}) can no longer view dashboard {uid}"
+        return None
+
+    async def owner_query_denial(
+        self, org_id: int, user_id: int, data_source_uids: Iterable[str]
+    ) -> str | None:
+        """Why a report's owner may not query these data sources (CSV of a scheduled run).
+
+        As `owner_denial`, with the owner's `datasources:query` scopes; None when allowed.
+        """
+        if user_id == 0:
+            return None
+        scopes = await self._grafana.user_permissions(user_id, "datasources:query", org_id)
+        if scopes is None:
+            return await self._owner_role_denial(org_id, user_id)
+        denied = _unqueryable(scopes, data_source_uids)
+        if denied is not None:
+            return f"the report's owner (user {user_id}) may not query data source {denied}"
         return None
 
     async def _owner_role_denial(self, org_id: int, user_id: int) -> str | None:
@@ -351,6 +366,15 @@ class Authorizer:
                 role = membership.get("role")
                 return role if role in {"Admin", "Editor", "Viewer"} else "None"
         return "None"
+
+
+def _unqueryable(scopes: Iterable[str], data_source_uids: Iterable[str]) -> str | None:
+    """The first of `data_source_uids` that `datasources:query` `scopes` do not cover."""
+    held = set(scopes)
+    for uid in data_source_uids:
+        if held.isdisjoint(_ANY_DATA_SOURCE | {f"datasources:uid:{uid}"}):
+            return uid
+    return None
 
 
 def _role_from_permissions(permissions: Any) -> OrgRole:

@@ -72,6 +72,13 @@ CsvEncoding = Literal["utf-8", "utf-8-bom", "utf-16le"]
 CSV_ENCODINGS: Final[tuple[CsvEncoding, ...]] = get_args(CsvEncoding)
 DEFAULT_ENCODING: Final[CsvEncoding] = "utf-8"
 
+
+def encoding_named(name: str) -> CsvEncoding:
+    """The encoding a report's `options.csvEncoding` names (any case); else the default."""
+    wanted = name.strip().lower()
+    return next((known for known in CSV_ENCODINGS if known == wanted), DEFAULT_ENCODING)
+
+
 #: The uid of Grafana's server-side expressions (`__expr__`), and its built-in sources.
 EXPRESSION_UID: Final = "__expr__"
 MIXED_UID: Final = "-- Mixed --"
@@ -817,24 +824,37 @@ def safe_name(text: str, fallback: str) -> str:
     return cleaned or fallback
 
 
+def csv_files(tables: Sequence[TableData], *, encoding: CsvEncoding) -> list[tuple[str, bytes]]:
+    """Every table's CSVs as (file name, bytes), one per frame.
+
+    A table whose queries returned nothing gets an empty CSV.
+    """
+    files: list[tuple[str, bytes]] = []
+    for table, names in zip(tables, member_names(tables), strict=True):
+        frames = tuple(frame for frame in table.frames if frame.fields)
+        files.extend(
+            (
+                name,
+                csv_bytes(frames, index, zone=table.zone, encoding=encoding)
+                if frames
+                else _BOMS[encoding],
+            )
+            for index, name in enumerate(names)
+        )
+    return files
+
+
 def build_zip(tables: Sequence[TableData], *, encoding: CsvEncoding, created: datetime) -> bytes:
-    """The ZIP of every table's CSVs; a table whose queries returned nothing gets an empty CSV.
+    """The ZIP of `csv_files(tables)`.
 
     `created` stamps every member (ZIP times have no zone and start in 1980).
     """
     stamp = max(created.replace(tzinfo=None), datetime(1980, 1, 1))  # noqa: DTZ001 - ZIP times are naive
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for table, names in zip(tables, member_names(tables), strict=True):
-            frames = tuple(frame for frame in table.frames if frame.fields)
-            for index, name in enumerate(names):
-                content = (
-                    csv_bytes(frames, index, zone=table.zone, encoding=encoding)
-                    if frames
-                    else _BOMS[encoding]
-                )
-                info = zipfile.ZipInfo(name, date_time=stamp.timetuple()[:6])
-                info.compress_type = zipfile.ZIP_DEFLATED
-                info.external_attr = 0o644 << 16  # a plain, readable file when unpacked
-                archive.writestr(info, content)
+        for name, content in csv_files(tables, encoding=encoding):
+            info = zipfile.ZipInfo(name, date_time=stamp.timetuple()[:6])
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16  # a plain, readable file when unpacked
+            archive.writestr(info, content)
     return buffer.getvalue()

@@ -19,7 +19,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any, Literal
@@ -38,7 +38,9 @@ from sidecar.csvexport import (
     TableData,
     Variables,
     build_zip,
+    csv_files,
     data_source_uids,
+    encoding_named,
     find_panel,
     frames_of,
     interval_ms,
@@ -159,6 +161,11 @@ class ScheduleView:
     next_run: datetime | None
     state: State
     runs: list[ScheduledRun]
+
+
+def _wants_pdf(report: Report) -> bool:
+    """The PDF is attached when asked for, or when no other attachment is (e.g. `image`)."""
+    return "pdf" in report.formats or "csv" not in report.formats
 
 
 def _state(report: Report, now: datetime) -> State:
@@ -410,38 +417,79 @@ class ReportService:
         """A ZIP of the data of every table panel as CSV; None when no dashboard has one.
 
         Same order as a PDF: the caller's view of every dashboard is checked first, with
-        the caller's credentials (403); only then, with the sidecar's token, are the
-        dashboards read and each table panel's queries sent to `/api/ds/query` (at most
-        `render.concurrency` at once, each within `render.timeout_seconds`). Any failed
-        query fails the export (500 naming every such panel); the ZIP is built off the loop.
+        the caller's credentials (403); then `_tables`, the caller needing Grafana's
+        `datasources:query` on each data source; the ZIP is built off the loop.
         """
         if not dashboards:
             raise InvalidInput("The report has no dashboard")
         await self._authorizer.require_dashboards(
             identity, [ref.dashboard.uid for ref in dashboards]
         )
+
+        async def may_query(data_sources: set[str]) -> None:
+            self._authorizer.require_queries(identity, data_sources)
+
         now = self._now()
-        planned = await asyncio.gather(
-            *(self._table_jobs(ref, identity.org_id, now) for ref in dashboards)
-        )
+        tables = await self._tables(identity.org_id, dashboards, now, may_query)
+        if not tables:
+            return None
+        return await asyncio.to_thread(build_zip, tables, encoding=encoding, created=now)
+
+    async def _csv_attachments(self, identity: Identity | None, report: Report) -> list[Attachment]:
+        """One CSV attachment per table panel (and frame), for a report whose formats ask.
+
+        The data sources are checked for the caller, or for a scheduled run the report's
+        owner (OwnerDenied), before the sidecar's token sends a single query.
+        """
+        if "csv" not in report.formats:
+            return []
+
+        async def may_query(data_sources: set[str]) -> None:
+            if identity is not None:
+                self._authorizer.require_queries(identity, data_sources)
+                return
+            denial = await self._authorizer.owner_query_denial(
+                report.org_id, report.user_id, data_sources
+            )
+            if denial is not None:
+                raise OwnerDenied(denial)
+
+        tables = await self._tables(report.org_id, report.dashboards, self._now(), may_query)
+        encoding = encoding_named(report.options.csv_encoding)
+        files = await asyncio.to_thread(csv_files, tables, encoding=encoding)
+        return [Attachment(name, content, "text/csv") for name, content in files]
+
+    async def _tables(
+        self,
+        org_id: int,
+        dashboards: Sequence[ReportDashboard],
+        now: datetime,
+        may_query: Callable[[set[str]], Awaitable[None]],
+    ) -> list[TableData]:
+        """The data of every table panel of `dashboards`, read with the sidecar's token.
+
+        The dashboards are read and each table panel's queries prepared; `may_query` sees
+        every data source they use and raises if they may not be queried; only then are
+        the queries sent to `/api/ds/query` (at most `render.concurrency` at once, each
+        within `render.timeout_seconds`). Any failed query fails the whole (500 naming
+        every such panel).
+        """
+        planned = await asyncio.gather(*(self._table_jobs(ref, org_id, now) for ref in dashboards))
         jobs = [job for found in planned for job in found]
         if not jobs:
-            return None
+            return []
         data_sources = DataSources.from_frontend_settings(
-            await self._grafana.frontend_settings(identity.org_id)
+            await self._grafana.frontend_settings(org_id)
         )
         prepared = [self._table_queries(job, data_sources) for job in jobs]
-        # The caller must be allowed to query every data source, as in Grafana itself:
-        # checked before the sidecar's token sends a single query.
-        self._authorizer.require_queries(
-            identity,
+        await may_query(
             {
                 uid
                 for batches in prepared
                 if isinstance(batches, list)
                 for queries in batches
                 for uid in data_source_uids(queries)
-            },
+            }
         )
         slots = asyncio.Semaphore(self._config.render.concurrency)
         errors = await asyncio.gather(
@@ -459,11 +507,10 @@ class ReportService:
                     for error in failures.values()
                 ),
             )
-        tables = [
+        return [
             TableData(job.dashboard_title, job.panel.name, tuple(job.frames), job.zone)
             for job in jobs
         ]
-        return await asyncio.to_thread(build_zip, tables, encoding=encoding, created=now)
 
     async def _table_jobs(
         self, ref: ReportDashboard, org_id: int, now: datetime
@@ -623,8 +670,11 @@ class ReportService:
         failure: SidecarError | None = None
         try:
             settings = await self.settings(report.org_id)
-            attachments, links = await self._build(report, settings)
-            pdf_bytes = sum(len(attachment.content) for attachment in attachments)
+            # Tables first: a data source the caller may not query stops it before a render.
+            tables = await self._csv_attachments(identity, report)
+            pdfs, links = await self._build(report, settings, with_pdf=_wants_pdf(report))
+            attachments = [*pdfs, *tables]
+            pdf_bytes = sum(len(attachment.content) for attachment in pdfs)
             branding = settings.branding
             email_logo = await self._store.image(report.org_id, branding.email_logo_url)
             message = compose(
@@ -679,15 +729,18 @@ class ReportService:
         )
 
     async def _build(
-        self, report: Report, settings: ReportSettings
+        self, report: Report, settings: ReportSettings, *, with_pdf: bool = True
     ) -> tuple[list[Attachment], list[DashboardLink]]:
-        """Every dashboard rendered into the report's PDF (or one PDF per dashboard)."""
+        """Every dashboard rendered into the report's PDF (or one PDF per dashboard).
+
+        Without `with_pdf`, only the dashboards' links (nothing is rendered).
+        """
         if not report.dashboards:
             raise InvalidInput("The report has no dashboard")
-        unsupported = sorted(set(report.formats) - {"pdf"})
+        unsupported = sorted(set(report.formats) - _PRODUCED_FORMATS)
         if unsupported:
             logger.warning(
-                "report %s: formats %s are not produced yet; sending the PDF",
+                "report %s: formats %s are not produced yet; left out",
                 report.id,
                 unsupported,
             )
@@ -699,6 +752,9 @@ class ReportService:
                 for ref in report.dashboards
             )
         )
+        links = [rendered.link for rendered, _ in planned]
+        if not with_pdf:
+            return [], links
         logo = await self._store.image(report.org_id, settings.branding.report_logo_url)
         requests = [request for _, panel_requests in planned for request in panel_requests]
         pngs = iter(await self._renderer.render_all(requests))
@@ -742,7 +798,7 @@ class ReportService:
                 # Grafana sent something that is not a usable image: a failed render.
                 raise RenderError({title: str(exc)}, retryable=False) from exc
             attachments.append(Attachment(filename=_filename(title), content=content))
-        return attachments, [rendered.link for rendered, _ in planned]
+        return attachments, links
 
     async def _plan(
         self, report: Report, ref: ReportDashboard, now: datetime, theme: str
@@ -903,6 +959,8 @@ class Upload:
 
 MAX_IMAGE_BYTES = 3 * 1024 * 1024  # Enterprise's logo limit
 _RASTER_TYPES = frozenset({"image/png", "image/jpeg"})
+# Email attachments the sidecar makes; other `formats` (image, pdf-tables) are left out.
+_PRODUCED_FORMATS = frozenset({"pdf", "csv"})
 
 
 def image_type(upload: Upload) -> str:

@@ -1,4 +1,6 @@
-"""CSV export (`GET /api/reports/render/csvs`) and the pure `sidecar.csvexport` behind it.
+"""CSV export (`GET /api/reports/render/csvs`, emailed CSVs) and `sidecar.csvexport`.
+
+Emailed reports whose `formats` hold `csv` carry the same files as the export.
 
 The endpoint runs in the real app against the Grafana stand-in, whose `/api/ds/query`
 answers deterministic frames (`grafana_query.query_frames`): every CSV is read back
@@ -53,6 +55,7 @@ from sidecar.csvexport import (
 from sidecar.testing.grafana import GrafanaStandIn
 from sidecar.testing.grafana_query import QueryCall, query_frames
 from sidecar.testing.grafana_standard import STANDARD
+from sidecar.testing.smtp import SmtpSink
 
 Client = TestClient[Any, Any]
 CSVS = "/api/reports/render/csvs"
@@ -354,6 +357,85 @@ async def test_a_caller_who_may_not_query_gets_403_before_any_query(
     body = await response.json()
     assert body["message"].endswith("Permissions needed: datasources:query")
     assert grafana.requests_to("/api/ds/query") == []
+
+
+# --- CSV attachments of emailed reports ----------------------------------------------------
+
+ADMIN = basic(STANDARD.admin)
+FIXED_RANGE = {"from": "1717200000000", "to": "1717286400000"}
+
+
+def send_body(report_id: int) -> dict[str, Any]:
+    """`POST /api/reports/email` to the report's own recipients."""
+    return {"id": report_id, "useEmailsFromReport": True}
+
+
+async def create_table_report(client: Client, **changes: Any) -> int:
+    """A stored report of the tables dashboard over a fixed day, made by the admin; its id."""
+    body = {
+        "name": "Tables",
+        "recipients": "team@example.com",
+        "dashboards": [{"dashboard": {"uid": TABLES_UID}, "timeRange": FIXED_RANGE}],
+        **changes,
+    }
+    response = await client.post("/api/reports", json=body, headers=ADMIN)
+    assert response.status == 200, await response.text()
+    return int((await response.json())["id"])
+
+
+def attachments(message: Any) -> dict[str, tuple[str, bytes]]:
+    """An email's attachments: file name -> (content type, bytes)."""
+    return {
+        part.get_filename(): (part.get_content_type(), part.get_payload(decode=True))
+        for part in message.iter_attachments()
+        if part.get_filename()
+    }
+
+
+@pytest.mark.parametrize("encoding", ["utf-16le", ""])
+async def test_an_emailed_report_with_csv_carries_each_table_as_the_export_has_it(
+    sidecar: Client, smtp: SmtpSink, encoding: str
+) -> None:
+    """With `formats: [pdf, csv]`: the PDF, then one text/csv per table panel and frame.
+
+    Named and encoded (`options.csvEncoding`, default utf-8) exactly as the members of the
+    ZIP export of the same dashboards.
+    """
+    report_id = await create_table_report(
+        sidecar, formats=["pdf", "csv"], options={"csvEncoding": encoding}
+    )
+    sent = await sidecar.post("/api/reports/email", json=send_body(report_id), headers=ADMIN)
+    assert sent.status == 200, await sent.text()
+    (received,) = smtp.messages
+    files = attachments(received.message)
+    export_response = await export(
+        sidecar,
+        TABLES_UID,
+        headers=ADMIN,
+        **({"csvEncoding": encoding} if encoding else {}),
+        dashboards=dashboards(TABLES_UID, timeRange=FIXED_RANGE),
+    )
+    assert export_response.status == 200, await export_response.text()
+    members = unzip(await export_response.read())
+    assert [name for name, (kind, _) in files.items() if kind == "application/pdf"] == [
+        "Tables.pdf"
+    ]
+    csvs = {name: content for name, (kind, content) in files.items() if kind == "text/csv"}
+    assert csvs == members
+    assert len(csvs) == 12
+
+
+async def test_an_emailed_report_of_csv_only_has_no_pdf_and_renders_nothing(
+    sidecar: Client, smtp: SmtpSink, grafana: GrafanaStandIn
+) -> None:
+    """With `formats: [csv]` only the CSVs go out: no panel is rendered."""
+    report_id = await create_table_report(sidecar, formats=["csv"])
+    sent = await sidecar.post("/api/reports/email", json=send_body(report_id), headers=ADMIN)
+    assert sent.status == 200, await sent.text()
+    (received,) = smtp.messages
+    kinds = {kind for kind, _ in attachments(received.message).values()}
+    assert kinds == {"text/csv"}
+    assert grafana.render.calls == []
 
 
 @pytest.mark.parametrize(

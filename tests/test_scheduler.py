@@ -515,3 +515,33 @@ async def test_a_once_report_without_start_date_goes_out_at_once_and_only_once(
     view = await runs(client, report_id)
     assert outcomes(view) == [(START.isoformat().replace("+00:00", "Z"), "sent")]
     assert view["nextRun"] is None
+
+
+async def test_scheduled_csvs_need_the_owners_query_permission(
+    start: Starter, clock: FakeClock, smtp: SmtpSink, grafana: GrafanaStandIn
+) -> None:
+    """A viewer's hourly report with `formats: [pdf, csv]` goes out with its CSVs.
+
+    Then the viewer's basic role becomes None while a direct grant keeps the dashboard in
+    view: the owner may see it but no longer query its data sources, so the next run is
+    skipped and nothing is queried for it.
+    """
+    tables = "U_bZIMRMk"  # the tables fixture, in team-folder
+    client = await start(auth={"permissions": {"reports:create": ["Admin", "Viewer"]}})
+    report_id = await create(client, hourly(tables, formats=["pdf", "csv"]), headers=VIEWER)
+    await clock.step(timedelta(minutes=45))
+    (first,) = smtp.messages
+    kinds = [part.get_content_type() for part in first.message.iter_attachments()]
+    assert kinds[0] == "application/pdf"
+    assert kinds.count("text/csv") == 12
+    viewer = grafana.world.user_by_login(STANDARD.viewer[0])
+    assert viewer is not None
+    viewer.roles[1] = "None"
+    grafana.world.grant(f"dashboards:uid:{tables}", to=viewer)
+    queries = len(grafana.requests_to("/api/ds/query"))
+    await clock.step(timedelta(hours=1))
+    assert len(smtp.messages) == 1
+    latest = (await runs(client, report_id))["runs"][0]
+    assert latest["outcome"] == "skipped"
+    assert latest["detail"].startswith(f"the report's owner (user {viewer.id}) may not query")
+    assert len(grafana.requests_to("/api/ds/query")) == queries
