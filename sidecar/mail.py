@@ -227,6 +227,7 @@ def compose(
     logo: Attachment | None = None,
     logo_url: str = "",
     message_id: str = "",
+    images: Sequence[Attachment] = (),
 ) -> EmailMessage:
     """Build a report email (no I/O).
 
@@ -236,7 +237,9 @@ def compose(
     Line breaks and other control characters in `subject` and `sender_name` become spaces,
     so no value can start a header of its own. Every recipient is in To, like Enterprise.
     `message_id` (dot-atom text, without the domain) gives a resent scheduled run the
-    Message-ID of its first sending; without it the Message-ID is random.
+    Message-ID of its first sending; without it the Message-ID is random. `images` (the
+    `image` format's dashboard pictures) are shown in the HTML body, inline (cid:), in
+    order under the message, each with its file name's stem as alternative text.
 
     Raises:
         InvalidInput: no recipient, a recipient, sender or reply-to that is not a plain
@@ -271,20 +274,36 @@ def compose(
         cte="quoted-printable",
     )
     # The email logo: an uploaded image travels inline (cid:), an http(s) URL is linked.
-    logo_id = make_msgid(domain=sender_address.rpartition("@")[2]) if logo else ""
+    # Dashboard images always travel inline.
+    logo_id = make_msgid(domain=domain) if logo else ""
+    image_ids = [make_msgid(domain=domain) for _ in images]
     logo_src = f"cid:{logo_id[1:-1]}" if logo else logo_url if _is_safe_link(logo_url) else ""
     composed.add_alternative(
-        _html_body(body, links, footer_text, footer_link, logo_src),
+        _html_body(
+            body,
+            links=links,
+            footer_text=footer_text,
+            footer_link=footer_link,
+            logo_src=logo_src,
+            pictures=[
+                (f"cid:{image_id[1:-1]}", image.filename.rpartition(".")[0] or image.filename)
+                for image_id, image in zip(image_ids, images, strict=True)
+            ],
+        ),
         subtype="html",
         charset="utf-8",
         cte="quoted-printable",
     )
-    if logo:
-        maintype, subtype = _mime_type(logo.mime_type)
+    related = [*([(logo_id, logo)] if logo else []), *zip(image_ids, images, strict=True)]
+    if related:
         html_part = composed.get_body(preferencelist=("html",))
         if html_part is None:
             raise RuntimeError("the HTML part just added is missing")
-        html_part.add_related(logo.content, maintype=maintype, subtype=subtype, cid=logo_id)
+        for content_id, picture in related:
+            maintype, subtype = _mime_type(picture.mime_type)
+            html_part.add_related(
+                picture.content, maintype=maintype, subtype=subtype, cid=content_id
+            )
     composed.make_mixed()
     for attachment in attachments:
         maintype, subtype = _mime_type(attachment.mime_type)
@@ -324,12 +343,17 @@ def _plain_body(
 
 def _html_body(
     message: str,
+    *,
     links: Sequence[DashboardLink],
     footer_text: str,
     footer_link: str,
     logo_src: str = "",
+    pictures: Sequence[tuple[str, str]] = (),
 ) -> str:
-    """The text/html rendering; every user-supplied string is HTML-escaped."""
+    """The text/html rendering; every user-supplied string is HTML-escaped.
+
+    `pictures`: (src, alternative text) of each dashboard image, shown under the message.
+    """
     parts = [
         "<!DOCTYPE html>",
         '<html><head><meta charset="utf-8"></head>',
@@ -339,6 +363,11 @@ def _html_body(
         parts.append(f'<p><img src="{html.escape(logo_src, quote=True)}" alt="" height="40"></p>')
     if message:
         parts.append(f"<p>{_html_lines(message)}</p>")
+    parts.extend(
+        f'<p><img src="{html.escape(src, quote=True)}" alt="{html.escape(alt, quote=True)}"'
+        ' style="max-width: 100%; height: auto;"></p>'
+        for src, alt in pictures
+    )
     if links:
         parts.append("<ul>")
         parts.extend(f"<li>{_html_link(link.title, link.url)}</li>" for link in links)

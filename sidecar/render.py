@@ -1,10 +1,11 @@
 """Panels -> PNG bytes through Grafana's `/render/d-solo` API, with the sidecar's own token.
 
-Bounded concurrency (one semaphore for the whole process, so that parallel reports share
+Whole dashboards (the `image` format) go through `/render/d`, in kiosk mode. Bounded
+concurrency (one semaphore for the whole process, so that parallel reports share
 Grafana's renderer), a timeout per render, retries with backoff for what may pass, and
 no trust in a 200: Grafana answers 200 with a placeholder PNG when no renderer is
 installed or too many renders run (contract §5.1). A placeholder is told apart by its
-size: a real render is exactly width x height x scale pixels.
+size: a real render is exactly width x height x scale pixels (a whole page: its width).
 """
 
 from __future__ import annotations
@@ -28,16 +29,21 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Grafana itself waits the render timeout plus 2 s for its renderer (contract §5.1).
 _GRAFANA_MARGIN_SECONDS = 2.0
 _BACKOFF_SECONDS = 0.5
+FULL_PAGE = -1  # the height that asks the renderer for the whole page (contract §5.1)
 
 
 @dataclass(frozen=True, slots=True)
 class PanelRequest:
-    """One panel to render: which, how big, over which time, with which variables."""
+    """One panel to render: which, how big, over which time, with which variables.
+
+    `panel_id` None is the whole dashboard page (kiosk mode); its `height` `FULL_PAGE`
+    lets the renderer measure the page.
+    """
 
     name: str  # for error messages: "<dashboard title> / <panel name>"
     dashboard_uid: str
     slug: str
-    panel_id: int
+    panel_id: int | None
     org_id: int
     width: int  # CSS pixels; the PNG is width x scale wide
     height: int
@@ -104,9 +110,10 @@ class PanelRenderer:
             await asyncio.sleep(_BACKOFF_SECONDS * 2 ** (attempt - 1))
 
     async def _attempt(self, request: PanelRequest) -> bytes:
-        """One GET of `/render/d-solo/...`, classified."""
+        """One GET of `/render/d-solo/...` (or `/render/d/...`), classified."""
+        kind = "d" if request.panel_id is None else "d-solo"
         path = (
-            f"/render/d-solo/{quote(request.dashboard_uid, safe='')}/{quote(request.slug, safe='')}"
+            f"/render/{kind}/{quote(request.dashboard_uid, safe='')}/{quote(request.slug, safe='')}"
         )
         try:
             reply = await self._grafana.render(
@@ -123,7 +130,8 @@ class PanelRenderer:
         """The query string Grafana passes to the page it renders (contract §5.1)."""
         params: dict[str, str | list[str]] = {
             "orgId": str(request.org_id),
-            "panelId": str(request.panel_id),
+            # A whole page without Grafana's navigation (`1` is understood by 10 to 12).
+            **({"kiosk": "1"} if request.panel_id is None else {"panelId": str(request.panel_id)}),
             "from": str(request.from_ms),
             "to": str(request.to_ms),
             "width": str(request.width),
@@ -146,7 +154,9 @@ class PanelRenderer:
             if size is None:
                 raise _Failure(f"not a PNG image ({reply.content_type})", retryable=True)
             expected = self.pixel_size(request)
-            if abs(size[0] - expected[0]) > 1 or abs(size[1] - expected[1]) > 1:
+            # A whole page is as high as the renderer found it: only its width is known.
+            height_known = request.height != FULL_PAGE
+            if abs(size[0] - expected[0]) > 1 or (height_known and abs(size[1] - expected[1]) > 1):
                 raise _Failure(
                     f"Grafana sent a {size[0]}x{size[1]} placeholder image instead of the "
                     f"{expected[0]}x{expected[1]} panel (no image renderer, or its "

@@ -83,7 +83,7 @@ from sidecar.pdf import (
     SectionTitle,
     build_pdf,
 )
-from sidecar.render import PanelRenderer, PanelRequest
+from sidecar.render import FULL_PAGE, PanelRenderer, PanelRequest
 from sidecar.schedule import next_run, state_of
 from sidecar.store import RunRecord, ScheduledRun, Store
 
@@ -107,6 +107,16 @@ class _Rendered:
     time_text: str
     variables_text: str
     link: DashboardLink
+    page: PanelRequest  # the whole dashboard, for the `image` format
+
+
+@dataclass(frozen=True, slots=True)
+class _Built:
+    """What a report's dashboards became: PDFs, whole-dashboard PNGs, links."""
+
+    pdfs: list[Attachment]
+    images: list[Attachment]
+    links: list[DashboardLink]
 
 
 @dataclass(slots=True)
@@ -164,8 +174,8 @@ class ScheduleView:
 
 
 def _wants_pdf(report: Report) -> bool:
-    """The PDF is attached when asked for, or when no other attachment is (e.g. `image`)."""
-    return "pdf" in report.formats or "csv" not in report.formats
+    """The PDF is attached when asked for, or when nothing else the sidecar makes is."""
+    return "pdf" in report.formats or not _PRODUCED_FORMATS & set(report.formats)
 
 
 def _state(report: Report, now: datetime) -> State:
@@ -406,8 +416,8 @@ class ReportService:
         report = definition.model_copy(update={"org_id": identity.org_id})
         await self._authorizer.require_dashboards(identity, report.dashboard_uids)
         settings = await self.settings(identity.org_id)
-        attachments, _ = await self._build(report, settings)
-        return attachments[0].content
+        built = await self._build(report, settings)
+        return built.pdfs[0].content
 
     # -- CSV export ----------------------------------------------------------------------
 
@@ -672,9 +682,13 @@ class ReportService:
             settings = await self.settings(report.org_id)
             # Tables first: a data source the caller may not query stops it before a render.
             tables = await self._csv_attachments(identity, report)
-            pdfs, links = await self._build(report, settings, with_pdf=_wants_pdf(report))
-            attachments = [*pdfs, *tables]
-            pdf_bytes = sum(len(attachment.content) for attachment in pdfs)
+            built = await self._build(
+                report,
+                settings,
+                with_pdf=_wants_pdf(report),
+                with_images="image" in report.formats,
+            )
+            pdf_bytes = sum(len(attachment.content) for attachment in built.pdfs)
             branding = settings.branding
             email_logo = await self._store.image(report.org_id, branding.email_logo_url)
             message = compose(
@@ -684,8 +698,9 @@ class ReportService:
                 sender_address=self._config.smtp.from_address,
                 sender_name=self._config.smtp.from_name,
                 reply_to=reply_to,
-                links=links if report.enable_dashboard_url else (),
-                attachments=attachments,
+                links=built.links if report.enable_dashboard_url else (),
+                attachments=[*built.pdfs, *tables],
+                images=built.images,
                 footer_text=(
                     branding.email_footer_text or "Grafana"
                     if branding.email_footer_mode == "sent-by"
@@ -729,11 +744,18 @@ class ReportService:
         )
 
     async def _build(
-        self, report: Report, settings: ReportSettings, *, with_pdf: bool = True
-    ) -> tuple[list[Attachment], list[DashboardLink]]:
-        """Every dashboard rendered into the report's PDF (or one PDF per dashboard).
+        self,
+        report: Report,
+        settings: ReportSettings,
+        *,
+        with_pdf: bool = True,
+        with_images: bool = False,
+    ) -> _Built:
+        """The report's PDF (or one per dashboard), whole-dashboard PNGs, and links.
 
-        Without `with_pdf`, only the dashboards' links (nothing is rendered).
+        The PDF `with_pdf`, one PNG of each whole dashboard `with_images`, the dashboards'
+        links always. Panels and pages are rendered together, so a failure names every
+        one that failed.
         """
         if not report.dashboards:
             raise InvalidInput("The report has no dashboard")
@@ -753,11 +775,19 @@ class ReportService:
             )
         )
         links = [rendered.link for rendered, _ in planned]
+        requests = [request for _, panels in planned for request in panels] if with_pdf else []
+        pages = [rendered.page for rendered, _ in planned] if with_images else []
+        rendered_pngs = (
+            await self._renderer.render_all([*requests, *pages]) if requests or pages else []
+        )
+        images = [
+            Attachment(_filename(page.name, "png"), png, "image/png")
+            for page, png in zip(pages, rendered_pngs[len(requests) :], strict=True)
+        ]
         if not with_pdf:
-            return [], links
+            return _Built([], images, links)
         logo = await self._store.image(report.org_id, settings.branding.report_logo_url)
-        requests = [request for _, panel_requests in planned for request in panel_requests]
-        pngs = iter(await self._renderer.render_all(requests))
+        pngs = iter(rendered_pngs[: len(requests)])
         documents = [
             DashboardPdf(
                 title=rendered.title,
@@ -798,7 +828,7 @@ class ReportService:
                 # Grafana sent something that is not a usable image: a failed render.
                 raise RenderError({title: str(exc)}, retryable=False) from exc
             attachments.append(Attachment(filename=_filename(title), content=content))
-        return attachments, links
+        return _Built(attachments, images, links)
 
     async def _plan(
         self, report: Report, ref: ReportDashboard, now: datetime, theme: str
@@ -863,6 +893,20 @@ class ReportService:
                 else ""
             ),
             link=link,
+            page=PanelRequest(
+                name=title,
+                dashboard_uid=ref.dashboard.uid,
+                slug=slug,
+                panel_id=None,
+                org_id=org_id,
+                width=self._config.render.width,
+                height=FULL_PAGE,
+                from_ms=from_ms,
+                to_ms=to_ms,
+                timezone=zone_name,
+                theme=theme,
+                variables=report_variables,
+            ),
         )
         return rendered, requests
 
@@ -943,10 +987,10 @@ def _render_variables(variables: Mapping[str, Sequence[str]]) -> dict[str, list[
     }
 
 
-def _filename(title: str) -> str:
+def _filename(title: str, extension: str = "pdf") -> str:
     """A safe attachment name from a report or dashboard title."""
     cleaned = _UNSAFE_FILENAME.sub("_", title).strip(" ._") or "report"
-    return f"{cleaned[:100]}.pdf"
+    return f"{cleaned[:100]}.{extension}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -959,8 +1003,8 @@ class Upload:
 
 MAX_IMAGE_BYTES = 3 * 1024 * 1024  # Enterprise's logo limit
 _RASTER_TYPES = frozenset({"image/png", "image/jpeg"})
-# Email attachments the sidecar makes; other `formats` (image, pdf-tables) are left out.
-_PRODUCED_FORMATS = frozenset({"pdf", "csv"})
+# What the sidecar makes of `formats`; the others (pdf-tables, ...) are left out.
+_PRODUCED_FORMATS = frozenset({"pdf", "csv", "image"})
 
 
 def image_type(upload: Upload) -> str:

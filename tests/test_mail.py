@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import email
 import logging
+import re
 import ssl
 import string
 from collections.abc import AsyncIterator
@@ -433,6 +434,38 @@ def test_attachments_round_trip_bit_exact() -> None:
     assert [part.get_content_type() for part in received] == ["application/pdf", "text/csv"]
     assert all(part["Content-Transfer-Encoding"] == "base64" for part in received)
     assert [part.get_payload(decode=True) for part in received] == [binary, csv]
+
+
+def test_dashboard_images_are_inline_in_the_html_in_order() -> None:
+    """Dashboard images are related parts of the HTML, shown by cid under the message.
+
+    Their alternative text is escaped; they are no attachments; the logo is related too.
+    """
+    first, second = b"\x89PNG first", b"\x89PNG second"
+    message = reparse(
+        report_email(
+            images=[
+                Attachment("Overview.png", first, "image/png"),
+                Attachment('Evil "><script>.png', second, "image/png"),
+            ],
+            logo=Attachment("logo", b"\x89PNG logo", "image/png"),
+        )
+    )
+    html = message.get_body(preferencelist=("html",))
+    assert html is not None
+    markup = html.get_content()
+    shown = re.findall(r'<img src="cid:([^"]+)" alt="([^"]*)" style', markup)
+    assert [alt for _, alt in shown] == ["Overview", "Evil &quot;&gt;&lt;script&gt;"]
+    assert "<script>" not in markup
+    assert markup.index("Best,") < markup.index(f"cid:{shown[0][0]}")
+    related = {
+        str(part["Content-ID"]).strip("<>"): part.get_payload(decode=True)
+        for part in message.walk()
+        if part["Content-ID"]
+    }
+    assert [related[content_id] for content_id, _ in shown] == [first, second]
+    assert len(related) == 3  # and the logo
+    assert [part.get_filename() for part in message.iter_attachments()] == ["Weekly status.pdf"]
 
 
 def test_attachment_names_cannot_escape() -> None:

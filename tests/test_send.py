@@ -23,9 +23,10 @@ from aiohttp.test_utils import TestClient
 from pypdf import PdfReader
 from pypdf.generic import DictionaryObject
 
-from sidecar.api import STORE
+from sidecar.api import CONFIG, STORE
 from sidecar.layout import RowHeader, plan_dashboard
 from sidecar.pdf import DashboardPdf, PanelImage, PdfReport, SectionTitle, plan_pages
+from sidecar.render import png_size
 from sidecar.testing.grafana import GrafanaStandIn
 from sidecar.testing.grafana_png import panel_color
 from sidecar.testing.grafana_render import FaultMode
@@ -730,3 +731,95 @@ async def test_reports_of_another_org_need_a_token_of_that_org(
     assert smtp.messages == []
     status, body, _ = await send(sidecar, basic(STANDARD.admin), {"id": 5, "emails": "a@b.co"})
     assert (status, body) == (404, {"message": "Report not found"})
+
+
+async def create_report(client: Client, body: dict[str, Any]) -> int:
+    """Store a report through the API as the admin; its id."""
+    response = await client.post("/api/reports", json=body, headers=basic(STANDARD.admin))
+    assert response.status == 200, await response.text()
+    return int((await response.json())["id"])
+
+
+def inline_images(message: EmailMessage) -> dict[str, bytes]:
+    """The HTML body's inline parts by Content-ID (without the angle brackets)."""
+    return {
+        str(part["Content-ID"]).strip("<>"): bytes(part.get_content())
+        for part in message.walk()
+        if part["Content-ID"] and part.get_content_maintype() == "image"
+    }
+
+
+async def test_image_format_shows_each_whole_dashboard_in_the_email(
+    sidecar: Client, smtp: SmtpSink, grafana: GrafanaStandIn
+) -> None:
+    """`formats: [pdf, image]`: each dashboard rendered whole and shown in the HTML body.
+
+    `/render/d` in kiosk mode at full page height and the report's width and time range;
+    the PNGs travel inline (cid:) under the message, named by the dashboards' titles; the
+    PDF is still the one attachment.
+    """
+    report_id = await create_report(
+        sidecar,
+        {
+            "name": "Both",
+            "recipients": "team@example.com",
+            "message": "See <below>",
+            "formats": ["pdf", "image"],
+            "dashboards": [
+                {"dashboard": {"uid": STANDARD.demo_dashboard}},
+                {
+                    "dashboard": {"uid": STANDARD.open_dashboard},
+                    "timeRange": {"from": "1717200000000", "to": "1717286400000"},
+                },
+            ],
+        },
+    )
+    status, _, _ = await send(
+        sidecar, basic(STANDARD.admin), {"id": report_id, "useEmailsFromReport": True}
+    )
+    assert status == 200
+    message = only_email(smtp)
+    assert [part.get_filename() for part in message.iter_attachments()] == ["Both.pdf"]
+    html = message.get_body(preferencelist=("html",))
+    assert html is not None
+    markup = html.get_content()
+    shown = re.findall(r'<img src="cid:([^"]+)" alt="([^"]*)"', markup)
+    assert [alt for _, alt in shown] == ["Sidecar demo", "Open dashboard"]
+    assert markup.index("See &lt;below&gt;") < markup.index('<img src="cid:')
+    images = inline_images(message)
+    config = sidecar.app[CONFIG].render
+    for content_id, _ in shown:
+        size = png_size(images[content_id])
+        assert size is not None
+        assert size[0] == round(config.width * config.scale)
+    pages = {call.uid: call for call in grafana.render.calls if call.kind == "d"}
+    assert sorted(pages) == sorted([STANDARD.demo_dashboard, STANDARD.open_dashboard])
+    assert all(call.panel_id == "" for call in pages.values())
+    fixed = pages[STANDARD.open_dashboard]
+    assert (fixed.time_from, fixed.time_to) == ("1717200000000", "1717286400000")
+    for request in grafana.requests_to("/render/d/"):
+        assert (request.query["kiosk"], request.query["height"]) == ("1", "-1")
+        assert request.query["width"] == str(config.width)
+
+
+async def test_image_format_alone_renders_no_panel(
+    sidecar: Client, smtp: SmtpSink, grafana: GrafanaStandIn
+) -> None:
+    """`formats: [image]`: the whole dashboard only; no PDF, no panel render."""
+    report_id = await create_report(
+        sidecar,
+        {
+            "name": "Picture",
+            "recipients": "team@example.com",
+            "formats": ["image"],
+            "dashboards": [{"dashboard": {"uid": STANDARD.demo_dashboard}}],
+        },
+    )
+    status, _, _ = await send(
+        sidecar, basic(STANDARD.admin), {"id": report_id, "useEmailsFromReport": True}
+    )
+    assert status == 200
+    message = only_email(smtp)
+    assert list(message.iter_attachments()) == []
+    assert len(inline_images(message)) == 1
+    assert [call.kind for call in grafana.render.calls] == ["d"]
