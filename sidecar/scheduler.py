@@ -60,7 +60,7 @@ from sidecar.errors import SidecarError, UpstreamError
 from sidecar.model import Report
 from sidecar.schedule import next_run
 from sidecar.service import OwnerDenied, ReportService
-from sidecar.store import ScheduleOutcome, Store
+from sidecar.store import RunKey, ScheduleOutcome, Store
 
 logger = logging.getLogger(__name__)
 
@@ -170,9 +170,9 @@ class Scheduler:
             if claim.lease_until > now:
                 wake_at = _earliest(wake_at, claim.lease_until)
                 continue
-            key = (claim.org_id, claim.report_id, claim.due_at)
+            key = claim.run
             if not await self._store.take_over(
-                *key, self._owner, now=now, lease_until=now + self._lease
+                key, self._owner, now=now, lease_until=now + self._lease
             ):
                 continue  # another scheduler was quicker
             if claim.claimed_by != self._owner and claim.attempts == 0:
@@ -182,7 +182,7 @@ class Scheduler:
                     claim.due_at.isoformat(),
                     claim.claimed_by,
                 )
-            report = reports.get(key[:2])
+            report = reports.get((key.org_id, key.report_id))
             if report is None:
                 await self._finish(key, "skipped", "the report was deleted")
             elif now > claim.due_at + self._grace:
@@ -204,9 +204,9 @@ class Scheduler:
         wake_at = plan.upcoming
         for due in plan.due:
             now = self._now()
-            key = (report.org_id, report.id, due)
+            key = RunKey(report.org_id, report.id, due)
             if not await self._store.claim_run(
-                *key, self._owner, now=now, lease_until=now + self._lease
+                key, self._owner, now=now, lease_until=now + self._lease
             ):
                 continue
             if due < now - self._grace:
@@ -217,7 +217,7 @@ class Scheduler:
 
     async def _attempt(self, report: Report, due: datetime, *, attempts: int) -> datetime | None:
         """Send one claimed due time and record how it ended; the retry time, if retrying."""
-        key = (report.org_id, report.id, due)
+        key = RunKey(report.org_id, report.id, due)
         if report.state in _HELD:
             # Paused (or changed) between a failure and its retry.
             await self._finish(key, "skipped", f"the report is {report.state}")
@@ -253,7 +253,7 @@ class Scheduler:
             )
             # The claim is kept until the retry; then whoever takes it over retries.
             await self._store.extend_claim(
-                *key, self._owner, lease_until=retry_at, attempts=attempts + 1, detail=str(exc)
+                key, self._owner, lease_until=retry_at, attempts=attempts + 1, detail=str(exc)
             )
             return retry_at
         except SidecarError as exc:
@@ -262,7 +262,7 @@ class Scheduler:
             await self._finish(key, "sent", "")
         return None
 
-    async def _holding(self, key: tuple[int, int, datetime], send: Awaitable[None]) -> None:
+    async def _holding(self, key: RunKey, send: Awaitable[None]) -> None:
         """Await `send` while extending the claim's lease every third of it.
 
         Raises _ClaimLost (and cancels the send) if the claim was taken over meanwhile.
@@ -279,7 +279,7 @@ class Scheduler:
                     return sending.result()
                 try:
                     held = await self._store.extend_claim(
-                        *key, self._owner, lease_until=self._now() + self._lease
+                        key, self._owner, lease_until=self._now() + self._lease
                     )
                 except Exception:  # the store is down: nobody can take the run over either
                     logger.exception("scheduler: cannot extend the lease of a run being sent")
@@ -290,7 +290,7 @@ class Scheduler:
             # Shutting down: hand the run back now, not when its lease ends, so that
             # another replica (or this one, restarted) sends it at its next look.
             with contextlib.suppress(Exception):
-                await self._store.extend_claim(*key, self._owner, lease_until=self._now())
+                await self._store.extend_claim(key, self._owner, lease_until=self._now())
             raise
         finally:
             if not sending.done():
@@ -298,18 +298,16 @@ class Scheduler:
                 with contextlib.suppress(asyncio.CancelledError):
                     await sending
 
-    async def _finish(
-        self, key: tuple[int, int, datetime], outcome: ScheduleOutcome, detail: str
-    ) -> None:
+    async def _finish(self, key: RunKey, outcome: ScheduleOutcome, detail: str) -> None:
         """Record the outcome of a claimed due time."""
-        report_id, due = key[1], key[2]
+        report_id, due = key.report_id, key.due_at
         if outcome != "sent":
             logger.warning(
                 "report %s: scheduled run of %s %s: %s", report_id, due.isoformat(), outcome, detail
             )
         if not await self._recording(
             lambda: self._store.finish_run(
-                *key, self._owner, outcome=outcome, detail=detail, now=self._now()
+                key, self._owner, outcome=outcome, detail=detail, now=self._now()
             )
         ):
             logger.warning(

@@ -19,7 +19,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from sidecar.app import create_app
-from sidecar.store import open_store
+from sidecar.store import RunKey, open_store
 from sidecar.testing.grafana import GrafanaStandIn
 from sidecar.testing.grafana_standard import STANDARD
 from sidecar.testing.smtp import SmtpSink
@@ -344,7 +344,7 @@ async def test_a_run_left_claimed_by_a_dead_sidecar_is_sent_once_its_lease_passe
     store = await open_store(database_url)  # the app's database
     due = datetime.fromisoformat(FIRST_DUE)
     assert await store.claim_run(
-        1, report_id, due, "dead-sidecar", now=due, lease_until=due + timedelta(minutes=5)
+        RunKey(1, report_id, due), "dead-sidecar", now=due, lease_until=due + timedelta(minutes=5)
     )
     await store.close()
     await clock.step(timedelta(minutes=34), every=timedelta(minutes=1))  # 10:04

@@ -20,7 +20,7 @@ import pytest
 
 from sidecar.errors import ConfigError
 from sidecar.model import Report, ReportSettings
-from sidecar.store import PostgresStore, RunRecord, SqliteStore, Store, open_store
+from sidecar.store import PostgresStore, RunKey, RunRecord, SqliteStore, Store, open_store
 from sidecar.store import postgres as postgres_module
 from sidecar.store import sqlite as sqlite_module
 from tests.postgres import free_port
@@ -232,14 +232,14 @@ async def test_scheduler_since_is_the_first_start(store: Store, open_stores: Ope
 async def test_a_due_time_is_claimed_once(store: Store, open_stores: Opener) -> None:
     """The first claim wins; a second one, by anyone, from any store, is refused."""
     due = T0.astimezone(EAST)
-    assert await store.claim_run(1, 1, due, "a", now=due, lease_until=due + MINUTE)
-    assert not await store.claim_run(1, 1, due, "a", now=due, lease_until=due + MINUTE)
+    assert await store.claim_run(RunKey(1, 1, due), "a", now=due, lease_until=due + MINUTE)
+    assert not await store.claim_run(RunKey(1, 1, due), "a", now=due, lease_until=due + MINUTE)
     other = await open_stores()
-    assert not await other.claim_run(1, 1, T0, "b", now=T0, lease_until=T0 + MINUTE)
+    assert not await other.claim_run(RunKey(1, 1, T0), "b", now=T0, lease_until=T0 + MINUTE)
     # Another due time, report or org is another claim.
-    assert await other.claim_run(1, 1, T0 + MINUTE, "b", now=T0, lease_until=T0 + MINUTE)
-    assert await other.claim_run(1, 2, T0, "b", now=T0, lease_until=T0 + MINUTE)
-    assert await other.claim_run(2, 1, T0, "b", now=T0, lease_until=T0 + MINUTE)
+    assert await other.claim_run(RunKey(1, 1, T0 + MINUTE), "b", now=T0, lease_until=T0 + MINUTE)
+    assert await other.claim_run(RunKey(1, 2, T0), "b", now=T0, lease_until=T0 + MINUTE)
+    assert await other.claim_run(RunKey(2, 1, T0), "b", now=T0, lease_until=T0 + MINUTE)
     [run] = await store.recent_runs(1, 1, 1)
     assert run.claimed_by == "b"  # the later due time
     oldest = (await store.open_claims())[0]
@@ -252,8 +252,8 @@ async def test_concurrent_claims_have_one_winner(open_stores: Opener) -> None:
     for minute in range(10):
         due = T0 + minute * MINUTE
         won = await asyncio.gather(
-            first.claim_run(1, 1, due, "a", now=due, lease_until=due + MINUTE),
-            second.claim_run(1, 1, due, "b", now=due, lease_until=due + MINUTE),
+            first.claim_run(RunKey(1, 1, due), "a", now=due, lease_until=due + MINUTE),
+            second.claim_run(RunKey(1, 1, due), "b", now=due, lease_until=due + MINUTE),
         )
         assert sorted(won) == [False, True]
     assert len(await first.open_claims()) == 10
@@ -262,12 +262,12 @@ async def test_concurrent_claims_have_one_winner(open_stores: Opener) -> None:
 async def test_take_over_only_after_the_lease(store: Store) -> None:
     """A claim is taken over once its lease has passed (at its end, not before)."""
     lease = T0 + MINUTE
-    assert await store.claim_run(1, 1, T0, "dead", now=T0, lease_until=lease)
+    assert await store.claim_run(RunKey(1, 1, T0), "dead", now=T0, lease_until=lease)
     early = lease - timedelta(microseconds=1)
-    assert not await store.take_over(1, 1, T0, "b", now=early, lease_until=early + MINUTE)
-    assert not await store.take_over(1, 1, T0 + MINUTE, "b", now=lease, lease_until=lease)
+    assert not await store.take_over(RunKey(1, 1, T0), "b", now=early, lease_until=early + MINUTE)
+    assert not await store.take_over(RunKey(1, 1, T0 + MINUTE), "b", now=lease, lease_until=lease)
     at_end = lease.astimezone(EAST)
-    assert await store.take_over(1, 1, T0, "b", now=at_end, lease_until=at_end + 2 * MINUTE)
+    assert await store.take_over(RunKey(1, 1, T0), "b", now=at_end, lease_until=at_end + 2 * MINUTE)
     [claim] = await store.open_claims()
     assert (claim.claimed_by, claim.lease_until) == ("b", T0 + 3 * MINUTE)
     assert_utc(claim.lease_until)
@@ -275,10 +275,10 @@ async def test_take_over_only_after_the_lease(store: Store) -> None:
     assert (run.claimed_by, run.claimed_at) == ("b", lease)
     # The new holder's lease holds off the next one; finished claims are not taken.
     later = T0 + 2 * MINUTE
-    assert not await store.take_over(1, 1, T0, "c", now=later, lease_until=later + MINUTE)
-    assert await store.finish_run(1, 1, T0, "b", outcome="sent", detail="", now=later)
+    assert not await store.take_over(RunKey(1, 1, T0), "c", now=later, lease_until=later + MINUTE)
+    assert await store.finish_run(RunKey(1, 1, T0), "b", outcome="sent", detail="", now=later)
     much_later = T0 + timedelta(days=1)
-    assert not await store.take_over(1, 1, T0, "c", now=much_later, lease_until=much_later)
+    assert not await store.take_over(RunKey(1, 1, T0), "c", now=much_later, lease_until=much_later)
 
 
 async def test_concurrent_take_overs_have_one_winner(open_stores: Opener) -> None:
@@ -287,12 +287,12 @@ async def test_concurrent_take_overs_have_one_winner(open_stores: Opener) -> Non
     later = T0 + timedelta(hours=1)
     for minute in range(10):
         due = T0 + minute * MINUTE
-        assert await first.claim_run(1, 1, due, "dead", now=due, lease_until=due + MINUTE)
+        assert await first.claim_run(RunKey(1, 1, due), "dead", now=due, lease_until=due + MINUTE)
     for minute in range(10):
         due = T0 + minute * MINUTE
         won = await asyncio.gather(
-            first.take_over(1, 1, due, "a", now=later, lease_until=later + MINUTE),
-            second.take_over(1, 1, due, "b", now=later, lease_until=later + MINUTE),
+            first.take_over(RunKey(1, 1, due), "a", now=later, lease_until=later + MINUTE),
+            second.take_over(RunKey(1, 1, due), "b", now=later, lease_until=later + MINUTE),
         )
         assert sorted(won) == [False, True]
         [holder] = [owner for owner, took in zip("ab", won, strict=True) if took]
@@ -302,43 +302,53 @@ async def test_concurrent_take_overs_have_one_winner(open_stores: Opener) -> Non
 
 async def test_only_the_holder_extends_a_claim(store: Store) -> None:
     """extend_claim moves the lease and sets attempts and detail; None keeps them."""
-    assert await store.claim_run(1, 1, T0, "a", now=T0, lease_until=T0 + MINUTE)
-    assert not await store.extend_claim(1, 1, T0, "b", lease_until=T0 + 9 * MINUTE, attempts=5)
+    assert await store.claim_run(RunKey(1, 1, T0), "a", now=T0, lease_until=T0 + MINUTE)
+    assert not await store.extend_claim(
+        RunKey(1, 1, T0), "b", lease_until=T0 + 9 * MINUTE, attempts=5
+    )
     [claim] = await store.open_claims()
     assert (claim.lease_until, claim.attempts) == (T0 + MINUTE, 0)
 
     assert await store.extend_claim(
-        1, 1, T0, "a", lease_until=(T0 + 2 * MINUTE).astimezone(EAST), attempts=2, detail="busy"
+        RunKey(1, 1, T0),
+        "a",
+        lease_until=(T0 + 2 * MINUTE).astimezone(EAST),
+        attempts=2,
+        detail="busy",
     )
     [claim] = await store.open_claims()
     assert (claim.lease_until, claim.attempts) == (T0 + 2 * MINUTE, 2)
-    assert await store.extend_claim(1, 1, T0, "a", lease_until=T0 + 3 * MINUTE)
+    assert await store.extend_claim(RunKey(1, 1, T0), "a", lease_until=T0 + 3 * MINUTE)
     [claim] = await store.open_claims()
     [run] = await store.recent_runs(1, 1, 1)
     assert (claim.lease_until, claim.attempts, run.detail) == (T0 + 3 * MINUTE, 2, "busy")
-    assert await store.extend_claim(1, 1, T0, "a", lease_until=T0 + 3 * MINUTE, attempts=0)
+    assert await store.extend_claim(RunKey(1, 1, T0), "a", lease_until=T0 + 3 * MINUTE, attempts=0)
     assert (await store.open_claims())[0].attempts == 0
-    assert not await store.extend_claim(1, 1, T0 + MINUTE, "a", lease_until=T0)  # no claim
-    assert await store.finish_run(1, 1, T0, "a", outcome="failed", detail="gave up", now=T0)
-    assert not await store.extend_claim(1, 1, T0, "a", lease_until=T0 + 9 * MINUTE)
+    assert not await store.extend_claim(RunKey(1, 1, T0 + MINUTE), "a", lease_until=T0)  # no claim
+    assert await store.finish_run(RunKey(1, 1, T0), "a", outcome="failed", detail="gave up", now=T0)
+    assert not await store.extend_claim(RunKey(1, 1, T0), "a", lease_until=T0 + 9 * MINUTE)
 
 
 async def test_only_the_holder_finishes_a_claim_once(store: Store) -> None:
     """finish_run writes the outcome for the holder of a claimed run, and only once."""
-    assert await store.claim_run(1, 1, T0, "a", now=T0, lease_until=T0 + MINUTE)
-    assert not await store.finish_run(1, 1, T0, "b", outcome="sent", detail="", now=T0)
-    assert not await store.finish_run(1, 1, T0 + MINUTE, "a", outcome="sent", detail="", now=T0)
+    assert await store.claim_run(RunKey(1, 1, T0), "a", now=T0, lease_until=T0 + MINUTE)
+    assert not await store.finish_run(RunKey(1, 1, T0), "b", outcome="sent", detail="", now=T0)
+    assert not await store.finish_run(
+        RunKey(1, 1, T0 + MINUTE), "a", outcome="sent", detail="", now=T0
+    )
     [run] = await store.recent_runs(1, 1, 1)
     assert (run.outcome, run.finished_at) == ("claimed", None)
 
     finished = (T0 + MINUTE).astimezone(EAST)
     assert await store.finish_run(
-        1, 1, T0, "a", outcome="skipped", detail="no access", now=finished
+        RunKey(1, 1, T0), "a", outcome="skipped", detail="no access", now=finished
     )
     [run] = await store.recent_runs(1, 1, 1)
     assert (run.outcome, run.detail, run.finished_at) == ("skipped", "no access", T0 + MINUTE)
     assert_utc(run.finished_at)
-    assert not await store.finish_run(1, 1, T0, "a", outcome="sent", detail="", now=finished)
+    assert not await store.finish_run(
+        RunKey(1, 1, T0), "a", outcome="sent", detail="", now=finished
+    )
     assert (await store.recent_runs(1, 1, 1))[0].outcome == "skipped"
     assert await store.open_claims() == []
 
@@ -348,12 +358,12 @@ async def test_open_claims_oldest_first_without_finished_ones(store: Store) -> N
     for org_id, report_id, minutes, owner in ((1, 2, 30, "a"), (2, 1, 10, "b"), (1, 1, 20, "c")):
         due = T0 + minutes * MINUTE
         assert await store.claim_run(
-            org_id, report_id, due, owner, now=due, lease_until=due + MINUTE
+            RunKey(org_id, report_id, due), owner, now=due, lease_until=due + MINUTE
         )
-    assert await store.claim_run(1, 1, T0, "d", now=T0, lease_until=T0 + MINUTE)
-    assert await store.finish_run(1, 1, T0, "d", outcome="sent", detail="", now=T0)
+    assert await store.claim_run(RunKey(1, 1, T0), "d", now=T0, lease_until=T0 + MINUTE)
+    assert await store.finish_run(RunKey(1, 1, T0), "d", outcome="sent", detail="", now=T0)
     assert await store.extend_claim(
-        2, 1, T0 + 10 * MINUTE, "b", lease_until=T0 + 15 * MINUTE, attempts=3
+        RunKey(2, 1, T0 + 10 * MINUTE), "b", lease_until=T0 + 15 * MINUTE, attempts=3
     )
     claims = await store.open_claims()
     assert [
@@ -379,8 +389,10 @@ async def test_last_dues_is_the_latest_due_time_per_report(store: Store) -> None
     assert await store.last_dues() == {}
     for org_id, report_id, minutes in ((1, 1, 5), (1, 1, 50), (1, 1, 20), (2, 1, 7), (1, 2, 1)):
         due = T0 + minutes * MINUTE
-        assert await store.claim_run(org_id, report_id, due, "a", now=due, lease_until=due)
-    assert await store.finish_run(1, 1, T0 + 50 * MINUTE, "a", outcome="missed", detail="", now=T0)
+        assert await store.claim_run(RunKey(org_id, report_id, due), "a", now=due, lease_until=due)
+    assert await store.finish_run(
+        RunKey(1, 1, T0 + 50 * MINUTE), "a", outcome="missed", detail="", now=T0
+    )
     dues = await store.last_dues()
     assert dues == {
         (1, 1): T0 + 50 * MINUTE,
@@ -395,11 +407,15 @@ async def test_recent_runs_newest_first_with_a_limit(store: Store) -> None:
     """recent_runs: one report's runs, latest due time first, at most `limit`."""
     for minutes in (10, 30, 20, 40):
         due = T0 + minutes * MINUTE
-        assert await store.claim_run(1, 1, due, "a", now=due, lease_until=due + MINUTE)
-    assert await store.claim_run(1, 2, T0 + 50 * MINUTE, "a", now=T0, lease_until=T0)
-    assert await store.extend_claim(1, 1, T0 + 30 * MINUTE, "a", lease_until=T0, attempts=2)
+        assert await store.claim_run(RunKey(1, 1, due), "a", now=due, lease_until=due + MINUTE)
+    assert await store.claim_run(RunKey(1, 2, T0 + 50 * MINUTE), "a", now=T0, lease_until=T0)
+    assert await store.extend_claim(RunKey(1, 1, T0 + 30 * MINUTE), "a", lease_until=T0, attempts=2)
     assert await store.finish_run(
-        1, 1, T0 + 30 * MINUTE, "a", outcome="failed", detail="SMTP down", now=T0 + 35 * MINUTE
+        RunKey(1, 1, T0 + 30 * MINUTE),
+        "a",
+        outcome="failed",
+        detail="SMTP down",
+        now=T0 + 35 * MINUTE,
     )
     runs = await store.recent_runs(1, 1, 3)
     assert [run.due_at for run in runs] == [T0 + 40 * MINUTE, T0 + 30 * MINUTE, T0 + 20 * MINUTE]
@@ -421,7 +437,7 @@ async def test_recent_runs_newest_first_with_a_limit(store: Store) -> None:
 async def test_reopening_keeps_everything(store: Store, open_stores: Opener) -> None:
     """Opening the database again (a restart: migrations already applied) keeps the data."""
     created = await store.create_report(report("kept"), now=T0)
-    assert await store.claim_run(1, created.id, T0, "a", now=T0, lease_until=T0 + MINUTE)
+    assert await store.claim_run(RunKey(1, created.id, T0), "a", now=T0, lease_until=T0 + MINUTE)
     await store.save_settings(ReportSettings(org_id=1, user_id=1), {"logo": ("image/png", b"x")})
     await store.close()
     reopened = await open_stores()
@@ -453,7 +469,7 @@ async def test_sqlite_from_an_older_schema_is_migrated(tmp_path: Path) -> None:
         assert (claim.org_id, claim.report_id, claim.due_at, claim.attempts) == (1, 4, T0, 0)
         assert claim.lease_until < T0
         assert await store.last_dues() == {(1, 4): T0}  # the marks start from the history
-        assert await store.take_over(1, 4, T0, "new", now=T0, lease_until=T0 + MINUTE)
+        assert await store.take_over(RunKey(1, 4, T0), "new", now=T0, lease_until=T0 + MINUTE)
         assert await store.scheduler_since(T0) == T0  # the meta table is there
     finally:
         await store.close()

@@ -4,13 +4,21 @@ from pathlib import Path
 
 from sidecar.config import POSTGRES_SCHEMES
 from sidecar.errors import ConfigError
-from sidecar.store.base import OpenClaim, RunRecord, ScheduledRun, ScheduleOutcome, Store
+from sidecar.store.base import (
+    OpenClaim,
+    RunKey,
+    RunRecord,
+    ScheduledRun,
+    ScheduleOutcome,
+    Store,
+)
 from sidecar.store.postgres import PostgresStore
 from sidecar.store.sqlite import SqliteStore
 
 __all__ = [
     "OpenClaim",
     "PostgresStore",
+    "RunKey",
     "RunRecord",
     "ScheduleOutcome",
     "ScheduledRun",

@@ -25,6 +25,15 @@ ScheduleOutcome = Literal["claimed", "sent", "failed", "skipped", "missed"]
 
 
 @dataclass(frozen=True, slots=True)
+class RunKey:
+    """One due time of one report: what a claim is about."""
+
+    org_id: int
+    report_id: int
+    due_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class ScheduledRun:
     """What happened to one due time of a report's schedule (`schedule_runs`)."""
 
@@ -47,6 +56,11 @@ class OpenClaim:
     claimed_by: str
     lease_until: datetime  # after this, anyone may take it over
     attempts: int
+
+    @property
+    def run(self) -> RunKey:
+        """The due time claimed."""
+        return RunKey(self.org_id, self.report_id, self.due_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,9 +141,7 @@ class Store(Protocol):
 
     async def claim_run(
         self,
-        org_id: int,
-        report_id: int,
-        due_at: datetime,
+        run: RunKey,
         owner: str,
         *,
         now: datetime,
@@ -139,9 +151,7 @@ class Store(Protocol):
 
     async def take_over(
         self,
-        org_id: int,
-        report_id: int,
-        due_at: datetime,
+        run: RunKey,
         owner: str,
         *,
         now: datetime,
@@ -151,9 +161,7 @@ class Store(Protocol):
 
     async def extend_claim(
         self,
-        org_id: int,
-        report_id: int,
-        due_at: datetime,
+        run: RunKey,
         owner: str,
         *,
         lease_until: datetime,
@@ -164,9 +172,7 @@ class Store(Protocol):
 
     async def finish_run(
         self,
-        org_id: int,
-        report_id: int,
-        due_at: datetime,
+        run: RunKey,
         owner: str,
         *,
         outcome: ScheduleOutcome,

@@ -28,6 +28,7 @@ from sidecar.errors import ConfigError
 from sidecar.model import Report, ReportSettings
 from sidecar.store.base import (
     OpenClaim,
+    RunKey,
     RunRecord,
     ScheduledRun,
     ScheduleOutcome,
@@ -346,9 +347,7 @@ class PostgresStore:
 
     async def claim_run(
         self,
-        org_id: int,
-        report_id: int,
-        due_at: datetime,
+        run: RunKey,
         owner: str,
         *,
         now: datetime,
@@ -370,14 +369,12 @@ class PostgresStore:
             " SELECT org_id, report_id, due_at FROM claimed"
             " ON CONFLICT (org_id, report_id)"
             " DO UPDATE SET last_due = GREATEST(schedule_marks.last_due, excluded.last_due)",
-            (org_id, report_id, due_at, owner, now, lease_until),
+            (run.org_id, run.report_id, run.due_at, owner, now, lease_until),
         )
 
     async def take_over(
         self,
-        org_id: int,
-        report_id: int,
-        due_at: datetime,
+        run: RunKey,
         owner: str,
         *,
         now: datetime,
@@ -388,14 +385,12 @@ class PostgresStore:
             "UPDATE schedule_runs SET claimed_by = %s, claimed_at = %s, lease_until = %s"
             " WHERE org_id = %s AND report_id = %s AND due_at = %s AND outcome = 'claimed'"
             " AND lease_until <= %s",
-            (owner, now, lease_until, org_id, report_id, due_at, now),
+            (owner, now, lease_until, run.org_id, run.report_id, run.due_at, now),
         )
 
     async def extend_claim(
         self,
-        org_id: int,
-        report_id: int,
-        due_at: datetime,
+        run: RunKey,
         owner: str,
         *,
         lease_until: datetime,
@@ -408,14 +403,12 @@ class PostgresStore:
             " attempts = COALESCE(%s::integer, attempts), detail = COALESCE(%s::text, detail)"
             " WHERE org_id = %s AND report_id = %s AND due_at = %s AND outcome = 'claimed'"
             " AND claimed_by = %s",
-            (lease_until, attempts, detail, org_id, report_id, due_at, owner),
+            (lease_until, attempts, detail, run.org_id, run.report_id, run.due_at, owner),
         )
 
     async def finish_run(
         self,
-        org_id: int,
-        report_id: int,
-        due_at: datetime,
+        run: RunKey,
         owner: str,
         *,
         outcome: ScheduleOutcome,
@@ -427,7 +420,7 @@ class PostgresStore:
             "UPDATE schedule_runs SET outcome = %s, detail = %s, finished_at = %s"
             " WHERE org_id = %s AND report_id = %s AND due_at = %s AND outcome = 'claimed'"
             " AND claimed_by = %s",
-            (outcome, detail, now, org_id, report_id, due_at, owner),
+            (outcome, detail, now, run.org_id, run.report_id, run.due_at, owner),
         )
 
     async def open_claims(self) -> list[OpenClaim]:

@@ -25,6 +25,7 @@ from sidecar.errors import ConfigError
 from sidecar.model import Report, ReportSettings
 from sidecar.store.base import (
     OpenClaim,
+    RunKey,
     RunRecord,
     ScheduledRun,
     ScheduleOutcome,
@@ -247,9 +248,7 @@ class SqliteStore:
 
     async def claim_run(
         self,
-        org_id: int,
-        report_id: int,
-        due_at: datetime,
+        run: RunKey,
         owner: str,
         *,
         now: datetime,
@@ -260,7 +259,7 @@ class SqliteStore:
         This INSERT is the exactly-once point: the primary key lets one claim through, in
         this process or any other on the same database.
         """
-        due = _utc_text(due_at)
+        due = _utc_text(run.due_at)
 
         def insert() -> bool:
             with self._connection:
@@ -270,14 +269,14 @@ class SqliteStore:
                     " claimed_at, outcome, detail, lease_until)"
                     " VALUES (?, ?, ?, ?, ?, 'claimed', '', ?)"
                     " ON CONFLICT (org_id, report_id, due_at) DO NOTHING",
-                    (org_id, report_id, due, owner, _utc_text(now), _utc_text(lease_until)),
+                    (run.org_id, run.report_id, due, owner, _utc_text(now), _utc_text(lease_until)),
                 ).rowcount
                 if claimed:
                     self._connection.execute(
                         "INSERT INTO schedule_marks (org_id, report_id, last_due)"
                         " VALUES (?, ?, ?) ON CONFLICT (org_id, report_id)"
                         " DO UPDATE SET last_due = MAX(last_due, excluded.last_due)",
-                        (org_id, report_id, due),
+                        (run.org_id, run.report_id, due),
                     )
             return claimed == 1
 
@@ -285,9 +284,7 @@ class SqliteStore:
 
     async def take_over(
         self,
-        org_id: int,
-        report_id: int,
-        due_at: datetime,
+        run: RunKey,
         owner: str,
         *,
         now: datetime,
@@ -302,18 +299,16 @@ class SqliteStore:
                 owner,
                 _utc_text(now),
                 _utc_text(lease_until),
-                org_id,
-                report_id,
-                _utc_text(due_at),
+                run.org_id,
+                run.report_id,
+                _utc_text(run.due_at),
                 _utc_text(now),
             ),
         )
 
     async def extend_claim(
         self,
-        org_id: int,
-        report_id: int,
-        due_at: datetime,
+        run: RunKey,
         owner: str,
         *,
         lease_until: datetime,
@@ -325,14 +320,20 @@ class SqliteStore:
             "UPDATE schedule_runs SET lease_until = ?, attempts = COALESCE(?, attempts),"
             " detail = COALESCE(?, detail) WHERE org_id = ? AND report_id = ? AND due_at = ?"
             " AND outcome = 'claimed' AND claimed_by = ?",
-            (_utc_text(lease_until), attempts, detail, org_id, report_id, _utc_text(due_at), owner),
+            (
+                _utc_text(lease_until),
+                attempts,
+                detail,
+                run.org_id,
+                run.report_id,
+                _utc_text(run.due_at),
+                owner,
+            ),
         )
 
     async def finish_run(
         self,
-        org_id: int,
-        report_id: int,
-        due_at: datetime,
+        run: RunKey,
         owner: str,
         *,
         outcome: ScheduleOutcome,
@@ -344,7 +345,15 @@ class SqliteStore:
             "UPDATE schedule_runs SET outcome = ?, detail = ?, finished_at = ?"
             " WHERE org_id = ? AND report_id = ? AND due_at = ? AND outcome = 'claimed'"
             " AND claimed_by = ?",
-            (outcome, detail, _utc_text(now), org_id, report_id, _utc_text(due_at), owner),
+            (
+                outcome,
+                detail,
+                _utc_text(now),
+                run.org_id,
+                run.report_id,
+                _utc_text(run.due_at),
+                owner,
+            ),
         )
 
     async def open_claims(self) -> list[OpenClaim]:
