@@ -211,7 +211,7 @@ def create_app(
                 token=config.grafana.token.get_secret_value(),
                 timeout_seconds=config.grafana.timeout_seconds,
             )
-            store = await open_store(config.storage.url)
+            store = await open_store(config.storage)
             try:
                 authorizer = Authorizer(grafana, config.auth)
                 app[GRAFANA] = grafana

@@ -19,6 +19,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from sidecar.app import create_app
+from sidecar.config import StorageConfig
 from sidecar.store import RunKey, open_store
 from sidecar.testing.grafana import GrafanaStandIn
 from sidecar.testing.grafana_standard import STANDARD
@@ -341,7 +342,7 @@ async def test_a_run_left_claimed_by_a_dead_sidecar_is_sent_once_its_lease_passe
     """A claim of 10:00 by a sidecar that died, leased until 10:05: sent once, after 10:05."""
     client = await start()
     report_id = await create(client, hourly())
-    store = await open_store(database_url)  # the app's database
+    store = await open_store(StorageConfig(url=database_url))  # the app's database
     due = datetime.fromisoformat(FIRST_DUE)
     assert await store.claim_run(
         RunKey(1, report_id, due), "dead-sidecar", now=due, lease_until=due + timedelta(minutes=5)

@@ -29,6 +29,7 @@ from typing import Any
 import aiohttp
 import yaml
 
+from sidecar.config import StorageConfig
 from sidecar.store import Store, open_store
 from sidecar.testing.grafana import GrafanaStandIn
 from sidecar.testing.grafana_standard import STANDARD
@@ -279,7 +280,7 @@ async def fleet_of(
     fleet = Fleet(tmp_path, grafana, smtp, storage_url, timeline)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(fleet.stop)
-        store = await open_store(storage_url)
+        store = await open_store(StorageConfig(url=storage_url))
         stack.push_async_callback(store.close)
         yield fleet, store, timeline
 

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
+from sidecar.config import StorageConfig
 from sidecar.errors import ConfigError
 from sidecar.model import Report, ReportSettings
 from sidecar.store import PostgresStore, RunKey, RunRecord, SqliteStore, Store, open_store
@@ -39,7 +40,7 @@ async def open_stores(database_url: str) -> AsyncIterator[Opener]:
     opened: list[Store] = []
 
     async def open_one() -> Store:
-        store = await open_store(database_url)
+        store = await open_store(StorageConfig(url=database_url))
         opened.append(store)
         return store
 
@@ -541,7 +542,7 @@ async def test_an_unusable_postgres_url_is_a_config_error_without_its_password(
         "bad URL": f"postgresql://postgres:S3cr%3At@{host}/x?password=S3cr:t&sslmode=bogus",
     }[problem]
     with pytest.raises(ConfigError) as refused:
-        await open_store(url)
+        await open_store(StorageConfig(url=url))
     (message,) = refused.value.problems
     assert message.startswith("storage.url: postgresql://postgres:***@"), message
     assert "S3cr" not in message

@@ -1,9 +1,6 @@
 """Persistence of reports, settings, images, run history and scheduled-run claims."""
 
-from pathlib import Path
-
-from sidecar.config import POSTGRES_SCHEMES
-from sidecar.errors import ConfigError
+from sidecar.config import StorageConfig
 from sidecar.store.base import (
     OpenClaim,
     RunKey,
@@ -28,14 +25,8 @@ __all__ = [
 ]
 
 
-async def open_store(url: str) -> Store:
-    """Open and migrate the store `storage.url` names; ConfigError if it cannot be used.
-
-    `sqlite:///path` is a SQLite file (three slashes then the path, so four means
-    absolute), `postgresql://...` (or `postgres://...`) a PostgreSQL database.
-    """
-    if url.startswith(POSTGRES_SCHEMES):
-        return await PostgresStore.open(url)
-    if url.startswith("sqlite:///"):
-        return await SqliteStore.open(Path(url.removeprefix("sqlite:///")))
-    raise ConfigError(["storage.url: must be a sqlite:/// or a postgresql:// URL"])
+async def open_store(storage: StorageConfig) -> Store:
+    """Open and migrate the store `storage.url` names; ConfigError if it cannot be used."""
+    if storage.is_postgres:
+        return await PostgresStore.open(storage.url)
+    return await SqliteStore.open(storage.sqlite_path)
